@@ -1,0 +1,213 @@
+//! Blob files: ingest, verify, commit.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ferry_oci::Digest;
+use sha2::{Digest as _, Sha256};
+
+use crate::{Error, Store};
+
+impl Store {
+    /// Where the blob `digest` lives (whether or not it is there yet).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether the blob is in the store.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Opens a stored blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, Error> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(format!("blob {digest}")),
+            _ => Error::io(&path, e),
+        })
+    }
+
+    /// Reads a whole stored blob (for manifests and configs; stream layers with `open_blob`).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+        let mut bytes = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&self.blob_path(digest), e))?;
+        Ok(bytes)
+    }
+
+    /// Stores `bytes` as a blob (nothing is written when it is already there) and returns its
+    /// digest, after checking it against `expected` when given.
+    pub fn write_blob(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest, Error> {
+        let digest = Digest::of(bytes);
+        if let Some(want) = expected {
+            if *want != digest {
+                return Err(Error::DigestMismatch {
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        if !self.has_blob(&digest) {
+            let mut ingest = self.ingest()?;
+            ingest
+                .write_all(bytes)
+                .map_err(|e| Error::io(&ingest.path, e))?;
+            ingest.commit(Some((&digest, bytes.len() as u64)))?;
+        }
+        Ok(digest)
+    }
+
+    /// Starts writing a new blob.
+    pub fn ingest(&self) -> Result<Ingest, Error> {
+        let dir = self.root.join("ingest");
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        let (file, path) = file.keep().map_err(|e| Error::io(&dir, e.error))?;
+        Ok(Ingest {
+            blobs: self.root.join("blobs/sha256"),
+            path,
+            file: Some(file),
+            hasher: Some(Sha256::new()),
+            written: 0,
+        })
+    }
+
+    /// Moves a file that already holds a blob's bytes (on the store's filesystem, for example
+    /// under [`Store::tmp_dir`]) into the store after verifying it, without copying it.
+    pub fn import_file(&self, path: &Path, expected: &Digest, size: u64) -> Result<(), Error> {
+        if self.has_blob(expected) {
+            return Ok(());
+        }
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let ingest = Ingest {
+            blobs: self.root.join("blobs/sha256"),
+            path: path.to_path_buf(),
+            file: Some(file),
+            hasher: None,
+            written: 0,
+        };
+        ingest.commit(Some((expected, size))).map(|_| ())
+    }
+}
+
+/// A blob being written. Bytes go in order through `Write` (hashed as they pass) or at offsets
+/// through [`Ingest::write_at`] (hashed once at commit). Dropping it without committing deletes
+/// the file.
+pub struct Ingest {
+    blobs: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+    hasher: Option<Sha256>,
+    written: u64,
+}
+
+impl Ingest {
+    /// The temporary file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `data` at `offset`, for blocks that arrive in any order.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        self.hasher = None;
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("ingest file".into()))?;
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Syncs, verifies against `expected` (digest and size) when given, and moves the blob
+    /// into place. Returns the blob's digest and size.
+    pub fn commit(mut self, expected: Option<(&Digest, u64)>) -> Result<(Digest, u64), Error> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::NotFound("ingest file".into()))?;
+        let (digest, size) = match self.hasher.take() {
+            Some(h) => (Digest::from_bytes(h.finalize().into()), self.written),
+            None => hash_file(&mut file).map_err(|e| Error::io(&self.path, e))?,
+        };
+        if let Some((want, want_size)) = expected {
+            if *want != digest {
+                return Err(Error::DigestMismatch {
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+            if want_size != size {
+                return Err(Error::SizeMismatch {
+                    digest,
+                    expected: want_size,
+                    actual: size,
+                });
+            }
+        }
+        file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        drop(file);
+        let target = self.blobs.join(digest.hex());
+        fs::rename(&self.path, &target).map_err(|e| Error::io(&target, e))?;
+        sync_dir(&self.blobs)?;
+        self.path = PathBuf::new();
+        Ok((digest, size))
+    }
+}
+
+impl Write for Ingest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("ingest committed"))?;
+        let n = file.write_at(buf, self.written)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn hash_file(file: &mut File) -> io::Result<(Digest, u64)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((Digest::from_bytes(hasher.finalize().into()), size))
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let d = OpenOptions::new()
+        .read(true)
+        .open(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    d.sync_all().map_err(|e| Error::io(dir, e))
+}

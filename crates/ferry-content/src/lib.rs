@@ -1,0 +1,64 @@
+//! The content store: every blob once by digest, and the metadata beside it.
+//!
+//! Layout under the root (`--root`):
+//!
+//! - `blobs/sha256/<hex>`: each blob, written to `ingest/` first, verified (size and digest),
+//!   then renamed into place and the directory synced. A blob file never changes once there.
+//! - `meta.db`: SQLite in WAL mode, so several ferry processes (the CLI while a daemon runs)
+//!   read and write it at once. It holds images (a name bound to a descriptor), the CID index
+//!   (where each IPFS block's bytes are: a byte range of a blob file, or inline for dag-pb
+//!   nodes) and pins.
+//!
+//! Lifecycle of a blob: [`Store::ingest`] gives an [`Ingest`] (a temporary file); writes go to it
+//! in order or at offsets; [`Ingest::commit`] verifies and makes the blob visible; dropping an
+//! uncommitted ingest deletes its file. A crash leaves at most a file in `ingest/`, never a
+//! partial blob under `blobs/`.
+#![warn(missing_docs)]
+
+mod blobs;
+mod error;
+mod meta;
+
+pub use blobs::Ingest;
+pub use error::{Error, ErrorKind};
+pub use meta::{BlockEntry, BlockLocation, ImageRecord};
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The content store of one root directory. Cheap to share behind an `Arc`; every method takes
+/// `&self` and is safe to call from several threads and processes at once.
+pub struct Store {
+    root: PathBuf,
+    db: Mutex<rusqlite::Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
+        let root = root.into();
+        for dir in ["blobs/sha256", "ingest", "tmp"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        let db = meta::open_db(&root.join("meta.db"))?;
+        Ok(Store {
+            root,
+            db: Mutex::new(db),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A directory for scratch files on the same filesystem as the blobs (so they can be
+    /// renamed into the store).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+}
+
+#[cfg(test)]
+mod tests;

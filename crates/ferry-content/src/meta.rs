@@ -1,0 +1,266 @@
+//! Metadata in SQLite: images, the CID index, pins.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use cid::Cid;
+use ferry_oci::{Descriptor, Digest};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{Error, Store};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    multihash BLOB PRIMARY KEY,
+    codec INTEGER NOT NULL,
+    blob TEXT,
+    offset INTEGER,
+    length INTEGER,
+    data BLOB
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    cid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+";
+
+pub(crate) fn open_db(path: &Path) -> Result<Connection, Error> {
+    let db = Connection::open(path)?;
+    // Another process (the daemon or a second CLI) may hold the write lock for a moment.
+    db.busy_timeout(Duration::from_secs(30))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.execute_batch(SCHEMA)?;
+    Ok(db)
+}
+
+/// An image: a name bound to the descriptor of a manifest or index.
+#[derive(Clone, Debug)]
+pub struct ImageRecord {
+    /// The full reference (`127.0.0.1:5000/a:b`) or, for IPFS images, the bare CID.
+    pub name: String,
+    /// The manifest or index the name points at.
+    pub target: Descriptor,
+    /// When the name was last bound (Unix seconds).
+    pub updated: i64,
+}
+
+/// Where a block's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockLocation {
+    /// A byte range of a stored blob file (raw leaves: the blob bytes are not copied).
+    Blob {
+        /// The blob holding the bytes.
+        digest: Digest,
+        /// Offset in the blob.
+        offset: u64,
+        /// Number of bytes.
+        length: u64,
+    },
+    /// The block's bytes themselves (dag-pb nodes, a few hundred bytes each).
+    Inline(Vec<u8>),
+}
+
+/// One row of the CID index.
+#[derive(Clone, Debug)]
+pub struct BlockEntry {
+    /// The block's CID.
+    pub cid: Cid,
+    /// Where its bytes are.
+    pub location: BlockLocation,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Store {
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (it has its own
+        // transactions), so a poisoned lock is still usable.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Binds `name` to `target`, replacing an earlier binding.
+    pub fn put_image(&self, name: &str, target: &Descriptor) -> Result<(), Error> {
+        let json = serde_json::to_string(target).map_err(|e| Error::Corrupt {
+            what: name.into(),
+            why: e.to_string(),
+        })?;
+        self.db().execute(
+            "INSERT OR REPLACE INTO images (name, target, updated) VALUES (?1, ?2, ?3)",
+            params![name, json, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The image called `name`, if any.
+    pub fn get_image(&self, name: &str) -> Result<Option<ImageRecord>, Error> {
+        let row = self
+            .db()
+            .query_row(
+                "SELECT name, target, updated FROM images WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(image_record).transpose()
+    }
+
+    /// Every image, sorted by name.
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>, Error> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT name, target, updated FROM images ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(image_record).collect()
+    }
+
+    /// Records where the bytes of `entries` are, in one transaction. Blocks already indexed
+    /// keep their first location.
+    pub fn put_blocks(&self, entries: &[BlockEntry]) -> Result<(), Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO blocks (multihash, codec, blob, offset, length, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in entries {
+                let mh = e.cid.hash().to_bytes();
+                let codec = e.cid.codec() as i64;
+                match &e.location {
+                    BlockLocation::Blob {
+                        digest,
+                        offset,
+                        length,
+                    } => stmt.execute(params![
+                        mh,
+                        codec,
+                        digest.to_string(),
+                        *offset as i64,
+                        *length as i64,
+                        None::<Vec<u8>>
+                    ])?,
+                    BlockLocation::Inline(data) => stmt.execute(params![
+                        mh,
+                        codec,
+                        None::<String>,
+                        None::<i64>,
+                        None::<i64>,
+                        data
+                    ])?,
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Where the block `cid` is, if indexed. Blocks are keyed by multihash, as kubo keys them,
+    /// so a CIDv0 and a CIDv1 of the same block find the same bytes.
+    pub fn block_location(&self, cid: &Cid) -> Result<Option<BlockLocation>, Error> {
+        let row = self
+            .db()
+            .query_row(
+                "SELECT blob, offset, length, data FROM blocks WHERE multihash = ?1",
+                params![cid.hash().to_bytes()],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |why: &str| Error::Corrupt {
+            what: format!("block {cid}"),
+            why: why.into(),
+        };
+        match row {
+            (_, _, _, Some(data)) => Ok(Some(BlockLocation::Inline(data))),
+            (Some(blob), Some(offset), Some(length), None) => Ok(Some(BlockLocation::Blob {
+                digest: blob.parse().map_err(|_| corrupt("bad blob digest"))?,
+                offset: offset as u64,
+                length: length as u64,
+            })),
+            _ => Err(corrupt("neither inline bytes nor a blob range")),
+        }
+    }
+
+    /// Whether the block `cid` is indexed and its bytes present.
+    pub fn has_block(&self, cid: &Cid) -> Result<bool, Error> {
+        Ok(match self.block_location(cid)? {
+            Some(BlockLocation::Inline(_)) => true,
+            Some(BlockLocation::Blob { digest, .. }) => self.has_blob(&digest),
+            None => false,
+        })
+    }
+
+    /// The bytes of block `cid`, if held.
+    pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+        match self.block_location(cid)? {
+            None => Ok(None),
+            Some(BlockLocation::Inline(data)) => Ok(Some(data)),
+            Some(BlockLocation::Blob {
+                digest,
+                offset,
+                length,
+            }) => {
+                let path = self.blob_path(&digest);
+                let file = match File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::io(&path, e)),
+                };
+                let mut buf = vec![0u8; length as usize];
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(|e| Error::io(&path, e))?;
+                Ok(Some(buf))
+            }
+        }
+    }
+
+    /// Pins `cid` (recursively: the DAGs of everything it refers to) under `name`.
+    pub fn pin(&self, cid: &Cid, name: &str) -> Result<(), Error> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO pins (cid, name, created) VALUES (?1, ?2, ?3)",
+            params![cid.to_string(), name, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Every pinned CID with the name it was pinned under.
+    pub fn pins(&self) -> Result<Vec<(String, String)>, Error> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT cid, name FROM pins ORDER BY cid")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+fn image_record((name, target, updated): (String, String, i64)) -> Result<ImageRecord, Error> {
+    let target = serde_json::from_str(&target).map_err(|e| Error::Corrupt {
+        what: format!("image {name}"),
+        why: e.to_string(),
+    })?;
+    Ok(ImageRecord {
+        name,
+        target,
+        updated,
+    })
+}

@@ -1,0 +1,2 @@
+//! Conversions of images: the IPFS image format
+#![warn(missing_docs)]

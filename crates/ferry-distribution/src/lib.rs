@@ -1,0 +1,2 @@
+//! Registry client and image archives
+#![warn(missing_docs)]

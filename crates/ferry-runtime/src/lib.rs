@@ -1,0 +1,2 @@
+//! Containers run by runc from OCI bundles
+#![warn(missing_docs)]

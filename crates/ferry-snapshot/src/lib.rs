@@ -1,0 +1,2 @@
+//! Layer application and the overlay snapshotter
+#![warn(missing_docs)]
