@@ -1,2 +1,21 @@
-//! The embedded IPFS node: identity, swarm, blockstore and block fetching
+//! The embedded IPFS node: identity, swarm, the blockstore over the content store, adding blobs
+//! as UnixFS files and fetching UnixFS files over Bitswap.
+//!
+//! Lifecycle: [`Node::start`] builds a libp2p swarm (TCP, Noise, Yamux, identify, ping and the
+//! Bitswap streams), starts listening and dialing the configured peers, and runs it on a tokio
+//! task until the [`Node`] is dropped or [`Node::shutdown`] is called. Blocks it serves come
+//! from the content store's CID index; blocks it fetches are verified against their CIDs, and
+//! whole files against the digest their descriptor names, before anything is committed.
 #![warn(missing_docs)]
+
+mod add;
+mod error;
+mod fetch;
+mod identity;
+mod node;
+
+pub use add::{add_blob, add_bytes, StoreBlocks};
+pub use error::Error;
+pub use fetch::{fetch_blob, FetchProgress};
+pub use identity::load_or_create_identity;
+pub use node::{Node, NodeConfig, NodeInfo};

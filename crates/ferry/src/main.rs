@@ -1,1 +1,55 @@
-fn main() {}
+//! `ferry`: container images shared peer to peer over IPFS.
+//!
+//! `main` parses the command line, runs the command, and turns an error into one line on
+//! stderr (`ferry: <what failed>: <why>`) and an exit code.
+
+mod cli;
+mod commands;
+mod context;
+mod control;
+mod daemon;
+mod network;
+mod output;
+mod run;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.debug);
+    let code = match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry: {}", one_line(&e));
+            exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_tracing(debug: bool) {
+    let default = if debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The error chain on one line, each layer adding its part.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// Docker's codes for `run` (125 ferry failed, 126 not executable, 127 not found); 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(run::RunFailed(code)) = e.downcast_ref::<run::RunFailed>() {
+        return *code;
+    }
+    1
+}

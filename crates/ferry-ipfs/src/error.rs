@@ -1,0 +1,41 @@
+//! The IPFS node's errors.
+
+use cid::Cid;
+
+/// What went wrong in the IPFS node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] ferry_content::Error),
+    /// A block could not be fetched.
+    #[error(transparent)]
+    Bitswap(#[from] ferry_bitswap::Error),
+    /// A block is not a UnixFS file node.
+    #[error("block {cid}: {why}")]
+    BadBlock {
+        /// The block.
+        cid: Cid,
+        /// Why it was refused.
+        why: String,
+    },
+    /// A fetched file is larger than allowed.
+    #[error("file {cid} is larger than {limit} bytes")]
+    TooLarge {
+        /// The file's root CID.
+        cid: Cid,
+        /// The limit.
+        limit: u64,
+    },
+    /// The node could not start.
+    #[error("ipfs node: {0}")]
+    Node(String),
+    /// The identity key could not be read or written.
+    #[error("identity {path}: {why}")]
+    Identity {
+        /// The key file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}

@@ -1,0 +1,124 @@
+//! Fetching a UnixFS file over Bitswap into the content store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use ferry_bitswap::Bitswap;
+use ferry_content::{BlockEntry, BlockLocation, Store};
+use ferry_oci::Digest;
+use ferry_unixfs::{decode_file_node, FileNode, RAW};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::Error;
+
+/// How many blocks of one file are requested at once.
+const BLOCKS_IN_FLIGHT: usize = 128;
+
+/// Called with the number of file bytes each arriving leaf carried.
+pub type FetchProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// Fetches the UnixFS file `root` into the store as a blob and indexes its blocks, so this node
+/// can serve them on. Blocks already in the local store are read locally; the others come over
+/// Bitswap, each verified against its CID. Leaves are written at their offsets as they arrive,
+/// in any order. The whole file is then verified against `expected` (digest and size) when
+/// given; without it the file must not exceed `max_size`. `timeout` bounds the wait for any
+/// one block. Returns the blob's digest and size. Cancel-safe: dropping the future discards the
+/// partial file.
+pub async fn fetch_blob(
+    bitswap: &Bitswap,
+    store: &Arc<Store>,
+    root: Cid,
+    expected: Option<(&Digest, u64)>,
+    max_size: u64,
+    timeout: Duration,
+    progress: FetchProgress<'_>,
+) -> Result<(Digest, u64), Error> {
+    if let Some((digest, size)) = expected {
+        if store.has_blob(digest) {
+            return Ok((digest.clone(), size));
+        }
+    }
+    let limit = expected.map_or(max_size, |(_, size)| size);
+    let mut ingest = store.ingest()?;
+    let mut inline = Vec::new();
+    let mut leaves = Vec::new();
+    let mut pending = FuturesUnordered::new();
+    pending.push(get_block(bitswap, store, root, 0, timeout));
+    let mut queued: Vec<(Cid, u64)> = Vec::new();
+    let mut file_size = None;
+    while let Some(result) = pending.next().await {
+        let (cid, offset, data) = result?;
+        let node = decode_file_node(&cid, &data)
+            .map_err(|e| Error::BadBlock { cid, why: e.to_string() })?;
+        match node {
+            FileNode::Data(bytes) => {
+                check_range(root, offset, bytes.len() as u64, limit)?;
+                file_size.get_or_insert(bytes.len() as u64);
+                ingest.write_at(offset, &bytes)?;
+                progress(bytes.len() as u64);
+                if cid.codec() == RAW {
+                    leaves.push((cid, offset, bytes.len() as u64));
+                } else {
+                    inline.push(BlockEntry { cid, location: BlockLocation::Inline(data.to_vec()) });
+                }
+            }
+            FileNode::Links { children, filesize } => {
+                check_range(root, offset, filesize, limit)?;
+                file_size.get_or_insert(filesize);
+                inline.push(BlockEntry { cid, location: BlockLocation::Inline(data.to_vec()) });
+                queued.extend(children.iter().map(|c| (c.cid, offset + c.offset)));
+            }
+        }
+        while pending.len() < BLOCKS_IN_FLIGHT {
+            let Some((cid, offset)) = queued.pop() else { break };
+            pending.push(get_block(bitswap, store, cid, offset, timeout));
+        }
+    }
+    let expected_full = expected.map(|(d, s)| (d, s));
+    let (digest, size) = match expected_full {
+        Some(e) => ingest.commit(Some(e))?,
+        None => ingest.commit(None)?,
+    };
+    if file_size.is_some_and(|s| s != size) {
+        return Err(Error::BadBlock { cid: root, why: format!("file size {size} does not add up") });
+    }
+    let mut entries = inline;
+    entries.extend(leaves.into_iter().map(|(cid, offset, length)| BlockEntry {
+        cid,
+        location: BlockLocation::Blob { digest: digest.clone(), offset, length },
+    }));
+    store.put_blocks(&entries)?;
+    Ok((digest, size))
+}
+
+fn check_range(root: Cid, offset: u64, len: u64, limit: u64) -> Result<(), Error> {
+    match offset.checked_add(len) {
+        Some(end) if end <= limit => Ok(()),
+        _ => Err(Error::TooLarge { cid: root, limit }),
+    }
+}
+
+async fn get_block(
+    bitswap: &Bitswap,
+    store: &Arc<Store>,
+    cid: Cid,
+    offset: u64,
+    timeout: Duration,
+) -> Result<(Cid, u64, Bytes), Error> {
+    let local = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.get_block(&cid))
+            .await
+            .map_err(|e| Error::Node(e.to_string()))??
+    };
+    if let Some(data) = local {
+        if ferry_unixfs::verify_block(&cid, &data).is_ok() {
+            return Ok((cid, offset, Bytes::from(data)));
+        }
+        tracing::warn!(%cid, "local block does not match its CID; fetching it again");
+    }
+    let data = bitswap.get(cid, timeout).await?;
+    Ok((cid, offset, data))
+}

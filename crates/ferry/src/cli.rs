@@ -1,0 +1,190 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+
+/// Share container images peer to peer over IPFS, with no registry.
+///
+/// Push an image into IPFS on one host and get a CID; run it by CID on any other host, which
+/// fetches it from the peers that hold it:
+///
+///   host A:  ferry load -i debian.tar && ferry push ipfs://debian:12 && ferry daemon
+///   host B:  ferry run --rm --peer /ip4/A/tcp/4001/p2p/ID ipfs://CID cat /etc/debian_version
+#[derive(Parser)]
+#[command(name = "ferry", version, max_term_width = 100)]
+pub struct Cli {
+    /// Where images, blobs, snapshots and the node identity are kept.
+    #[arg(long, global = true, env = "FERRY_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Log diagnostics at debug level on stderr (or set FERRY_LOG, e.g. FERRY_LOG=ferry_bitswap=trace).
+    #[arg(long, short = 'D', global = true)]
+    pub debug: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// ferry's commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Load an image archive: an OCI archive, a Docker archive (docker save) or an OCI layout dir.
+    Load(LoadArgs),
+    /// Pull an image from a registry (HOST:PORT/REPO:TAG) or from IPFS (ipfs://CID or a bare CID).
+    Pull(PullArgs),
+    /// Push a local image into IPFS (ipfs://NAME) and print its CID.
+    Push(PushArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Run a command in a new container (pulling the image first if it is not here).
+    Run(RunArgs),
+    /// Run the IPFS node: serve this host's images to peers and fetch for the CLI.
+    Daemon(DaemonArgs),
+    /// IPFS commands, named as kubo names them.
+    Ipfs(IpfsArgs),
+}
+
+/// `ferry load`.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// The archive (or OCI layout directory) to read.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+}
+
+/// How to reach peers when the command needs the network and no daemon runs on this root.
+#[derive(Args, Clone, Default)]
+pub struct NetArgs {
+    /// A peer to fetch from, as a multiaddr (/ip4/1.2.3.4/tcp/4001/p2p/ID); repeatable. Added
+    /// to the `peers` of ROOT/config.json. Ignored when a daemon runs (it has its own peers).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<Multiaddr>,
+    /// How long to wait for any one block before giving up (e.g. 30s, 5m).
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `ferry pull`.
+#[derive(Args)]
+pub struct PullArgs {
+    /// The image: HOST:PORT/REPO:TAG, NAME:TAG (Docker Hub), ipfs://CID or a bare CID.
+    pub image: String,
+    /// Reach this registry over plain HTTP (localhost and 127.0.0.0/8 always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Print only the image name when done.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// `ferry push`.
+#[derive(Args)]
+pub struct PushArgs {
+    /// ipfs://NAME, where NAME is a local image (ipfs://debian:12). Pushing to registries
+    /// comes later.
+    pub target: String,
+    /// Print only the CID.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `ferry images`.
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Print only image names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `ferry run`.
+///
+/// Not yet: -i, -t, -d and networks other than the host's (containers share the host's
+/// network); without --rm the stopped container's files stay under ROOT/containers.
+#[derive(Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass ferry's own value); repeatable.
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// The image: a local name, HOST:PORT/REPO:TAG, ipfs://CID or a bare CID.
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `ferry daemon` and `ferry ipfs daemon`.
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// Listen for peers on this multiaddr; repeatable. Default: the `listen` of
+    /// ROOT/config.json, else /ip4/0.0.0.0/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Dial this peer at start and whenever it is not connected; repeatable (also `peers` in
+    /// ROOT/config.json).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<Multiaddr>,
+    /// Start no network: only answer the CLI.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `ferry ipfs`.
+#[derive(Args)]
+pub struct IpfsArgs {
+    /// The IPFS command.
+    #[command(subcommand)]
+    pub command: IpfsCommand,
+}
+
+/// IPFS commands.
+#[derive(Subcommand)]
+pub enum IpfsCommand {
+    /// Run the IPFS node (same as `ferry daemon`).
+    Daemon(DaemonArgs),
+    /// Print this node's peer ID and addresses (as JSON, like `ipfs id`).
+    Id,
+}
+
+/// Parses `30s`, `5m`, `1h`, `250ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(super::parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(super::parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(super::parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(super::parse_duration("3x").unwrap_err(), "invalid duration \"3x\": use ms, s, m or h");
+    }
+}

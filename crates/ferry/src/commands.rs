@@ -1,0 +1,197 @@
+//! One function per command.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use ferry_content::Store;
+use ferry_distribution::{load_archive, PullEvent, PullOptions};
+use ferry_oci::{media, Descriptor, ImageConfig, Index, Manifest, Platform, Reference};
+use ferry_unixfs::Profile;
+
+use crate::cli::{Cli, Command, ImagesArgs, IpfsCommand, LoadArgs, PullArgs, PushArgs};
+use crate::context::Context;
+use crate::control::{self, Reply, Request};
+use crate::output::{ago, human_size};
+
+/// Runs the command; returns the process's exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    let ctx = Context::open(cli.root)?;
+    let runtime = tokio::runtime::Runtime::new().context("start async runtime")?;
+    match cli.command {
+        Command::Load(args) => load(&ctx, &args).map(|_| 0),
+        Command::Pull(args) => runtime.block_on(pull(&ctx, &args)).map(|_| 0),
+        Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
+        Command::Images(args) => images(&ctx, &args).map(|_| 0),
+        Command::Run(args) => runtime.block_on(crate::run::run(&ctx, args)),
+        Command::Daemon(args) => runtime.block_on(crate::daemon::daemon(&ctx, args)).map(|_| 0),
+        Command::Ipfs(ipfs) => match ipfs.command {
+            IpfsCommand::Daemon(args) => {
+                runtime.block_on(crate::daemon::daemon(&ctx, args)).map(|_| 0)
+            }
+            IpfsCommand::Id => runtime.block_on(id(&ctx)).map(|_| 0),
+        },
+    }
+}
+
+fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
+    let loaded = load_archive(&ctx.store, &args.input)
+        .with_context(|| format!("load {}", args.input.display()))?;
+    for image in loaded {
+        match image.name {
+            Some(name) => println!("Loaded image: {name}"),
+            None => println!("Loaded image: {}", image.target.digest),
+        }
+    }
+    Ok(())
+}
+
+async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
+    let reference: Reference = args.image.parse()?;
+    let name = reference.image_name();
+    match &reference {
+        Reference::Ipfs(cid) => {
+            crate::network::pull_ipfs(ctx, *cid, &args.net, args.quiet)
+                .await
+                .with_context(|| format!("pull {cid}"))?;
+        }
+        Reference::Registry { .. } => {
+            let opts = PullOptions {
+                platform: Platform::host(),
+                insecure_registries: args.insecure_registries.clone(),
+            };
+            pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
+        }
+    }
+    println!("{name}");
+    Ok(())
+}
+
+/// Pulls a registry image, printing a line per blob unless `quiet`.
+pub async fn pull_registry(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    quiet: bool,
+) -> Result<Descriptor> {
+    let progress = |event: PullEvent| {
+        if quiet {
+            return;
+        }
+        match event {
+            PullEvent::Resolved { digest } => eprintln!("{reference}: resolved {digest}"),
+            PullEvent::BlobStarted { digest, size } => {
+                eprintln!("{}: fetching {}", digest.short(), human_size(size))
+            }
+            PullEvent::BlobDone { digest, cached, .. } => {
+                eprintln!("{}: {}", digest.short(), if cached { "already here" } else { "done" })
+            }
+        }
+    };
+    Ok(ferry_distribution::pull(store, reference, opts, &progress).await?)
+}
+
+async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
+    let Some(name) = args.target.strip_prefix("ipfs://") else {
+        bail!("push {}: only ipfs://NAME is supported yet (registries come later)", args.target);
+    };
+    let image = find_image(&ctx.store, name)?;
+    let store = ctx.store.clone();
+    let image_name = image.name.clone();
+    let target = image.target.clone();
+    let started = std::time::Instant::now();
+    let cid = tokio::task::spawn_blocking(move || {
+        ferry_convert::ipfs::push_image(&store, &image_name, &target, &Platform::host(), Profile::KUBO_V1)
+    })
+    .await?
+    .with_context(|| format!("push {}", image.name))?;
+    if !args.quiet {
+        eprintln!("{}: pushed to IPFS in {:.1}s", image.name, started.elapsed().as_secs_f64());
+    }
+    println!("{cid}");
+    Ok(())
+}
+
+/// Finds a local image by what the user typed: a reference (normalised as Docker does) or a
+/// name as stored.
+pub fn find_image(store: &Store, text: &str) -> Result<ferry_content::ImageRecord> {
+    let reference = text.parse::<Reference>().ok();
+    let normalised = reference.map(|r| r.image_name());
+    for name in normalised.iter().map(String::as_str).chain([text]) {
+        if let Some(image) = store.get_image(name)? {
+            return Ok(image);
+        }
+    }
+    Err(anyhow!("image {text} not found (see `ferry images`)"))
+}
+
+/// The manifest for `platform` of the image whose top descriptor is `target`.
+pub fn resolve_manifest(store: &Store, target: &Descriptor, platform: &Platform) -> Result<Manifest> {
+    let mut desc = target.clone();
+    if media::is_index(&desc.media_type) {
+        let index: Index = serde_json::from_slice(&store.read_blob(&desc.digest)?)
+            .with_context(|| format!("index {}", desc.digest))?;
+        desc = index
+            .manifests
+            .into_iter()
+            .find(|m| m.platform.as_ref().is_none_or(|p| p.matches(platform)))
+            .ok_or_else(|| anyhow!("image has no manifest for {platform}"))?;
+    }
+    if !media::is_manifest(&desc.media_type) {
+        bail!("{} is not an image manifest ({})", desc.digest, desc.media_type);
+    }
+    serde_json::from_slice(&store.read_blob(&desc.digest)?)
+        .with_context(|| format!("manifest {}", desc.digest))
+}
+
+fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
+    let images = ctx.store.list_images()?;
+    if args.quiet {
+        images.iter().for_each(|i| println!("{}", i.name));
+        return Ok(());
+    }
+    println!("{:<50} {:<20} {:<24} {:>10}", "NAME", "DIGEST", "CREATED", "SIZE");
+    let now = chrono::Utc::now();
+    for image in images {
+        let (created, size) = match summary(&ctx.store, &image.target) {
+            Some((created, size)) => {
+                let age = created.map_or("-".into(), |c| ago((now - c).num_seconds()));
+                (age, human_size(size))
+            }
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let digest = format!("sha256:{}", image.target.digest.short());
+        println!("{:<50} {:<20} {:<24} {:>10}", image.name, digest, created, size);
+    }
+    Ok(())
+}
+
+/// Creation time and size (config and layers, as stored) for the host platform.
+fn summary(store: &Store, target: &Descriptor) -> Option<(Option<chrono::DateTime<chrono::Utc>>, u64)> {
+    let manifest = resolve_manifest(store, target, &Platform::host()).ok()?;
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest).ok()?).ok()?;
+    let created = config
+        .created
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
+        .map(|c| c.with_timezone(&chrono::Utc));
+    let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+    Some((created, size))
+}
+
+async fn id(ctx: &Context) -> Result<()> {
+    let (peer_id, addrs) = match control::connect(&ctx.socket_path()).await {
+        Some(stream) => match control::call(stream, &Request::Id, |_| {}).await? {
+            Reply::Id { peer_id, addrs } => (peer_id, addrs),
+            _ => bail!("unexpected answer from the daemon"),
+        },
+        None => {
+            let key = ferry_ipfs::load_or_create_identity(&ctx.root.join("identity.key"))?;
+            (key.public().to_peer_id().to_string(), Vec::new())
+        }
+    };
+    let addrs: Vec<String> = addrs.into_iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
+    let json = serde_json::json!({
+        "ID": peer_id,
+        "Addresses": addrs,
+        "AgentVersion": format!("ferry/{}", env!("CARGO_PKG_VERSION")),
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}

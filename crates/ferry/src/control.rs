@@ -1,0 +1,77 @@
+//! The control socket between the CLI and a daemon on the same root (`ROOT/ferry.sock`):
+//! newline-delimited JSON, one request per connection, any number of progress lines, then one
+//! final answer.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// What the CLI asks a daemon.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The node's peer ID and addresses.
+    Id,
+    /// Pull an IPFS image into the store.
+    PullIpfs {
+        /// The image CID.
+        cid: String,
+        /// How long to wait for any one block, in milliseconds.
+        timeout_ms: u64,
+    },
+}
+
+/// What a daemon answers.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// A line of progress for the user.
+    Progress {
+        /// The line.
+        line: String,
+    },
+    /// The node's identity.
+    Id {
+        /// Peer ID.
+        peer_id: String,
+        /// Listen addresses.
+        addrs: Vec<String>,
+    },
+    /// The request is done.
+    Done,
+    /// The request failed.
+    Error {
+        /// The one-line reason.
+        message: String,
+    },
+}
+
+/// Connects to the daemon of this root, if one is running.
+pub async fn connect(socket: &Path) -> Option<UnixStream> {
+    UnixStream::connect(socket).await.ok()
+}
+
+/// Sends `request` and hands every reply to `on_reply` until the final one, which is returned
+/// (an `Error` reply becomes an error).
+pub async fn call(
+    mut stream: UnixStream,
+    request: &Request,
+    mut on_reply: impl FnMut(&Reply),
+) -> Result<Reply> {
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line).await.context("send to daemon")?;
+    let mut lines = BufReader::new(stream).lines();
+    while let Some(line) = lines.next_line().await.context("read from daemon")? {
+        let reply: Reply = serde_json::from_str(&line).context("bad reply from daemon")?;
+        match reply {
+            Reply::Progress { .. } => on_reply(&reply),
+            Reply::Error { message } => return Err(anyhow!(message)),
+            other => return Ok(other),
+        }
+    }
+    Err(anyhow!("the daemon closed the connection without an answer"))
+}

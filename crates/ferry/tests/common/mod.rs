@@ -1,0 +1,138 @@
+//! Helpers for the end-to-end tests: run the ferry binary, start daemons that are killed when
+//! the test ends, find the cached fixtures.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A fixture built by scripts/fixtures.sh (built here if missing).
+pub fn fixture(name: &str) -> PathBuf {
+    let path = workspace().join("target/fixtures").join(name);
+    if !path.exists() {
+        let status = Command::new(workspace().join("scripts/fixtures.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/fixtures.sh");
+        assert!(status.success(), "scripts/fixtures.sh failed");
+    }
+    path
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Prints why a test is skipped; returns true when it must be.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIP {test}: needs root (mounts and runc)");
+    true
+}
+
+/// `ferry --root ROOT ARGS...`.
+pub fn ferry(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.arg("--root").arg(root);
+    cmd.env_remove("FERRY_ROOT");
+    cmd
+}
+
+/// Runs the command and returns its output, with stdout and stderr as text.
+pub fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out: Output = cmd.output().expect("run ferry");
+    let code = out.status.code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Runs the command and panics with its stderr unless it exits 0; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let (code, stdout, stderr) = output(cmd);
+    assert_eq!(code, 0, "command failed: {cmd:?}\nstdout: {stdout}\nstderr: {stderr}");
+    stdout
+}
+
+/// A `ferry daemon` killed and waited for when dropped.
+pub struct Daemon {
+    child: Child,
+    /// The address peers dial, with /p2p/ID.
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Starts a daemon on `root` listening on `listen`, and waits until it is ready.
+    pub fn start(root: &Path, listen: &str, extra: &[&str]) -> Daemon {
+        let mut child = ferry(root)
+            .args(["daemon", "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ferry daemon");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut addr = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("Swarm listening on ") {
+                    addr.get_or_insert(a.to_string());
+                }
+                if line.starts_with("Daemon is ready") {
+                    let _ = tx.send(addr.take());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("daemon did not say it was ready within 20s")
+            .expect("daemon printed no listen address");
+        Daemon { child, addr }
+    }
+
+    /// The TCP port the daemon listens on.
+    pub fn port(&self) -> u16 {
+        let parts: Vec<&str> = self.addr.split('/').collect();
+        parts[4].parse().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every blob file under ROOT/blobs/sha256, by name.
+pub fn blobs(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The sha256 of a file as `sha256sum` prints it (an implementation other than ferry's).
+pub fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}

@@ -1,0 +1,140 @@
+//! Two ferry nodes on loopback: push on A, pull on B over Bitswap.
+
+mod common;
+
+use common::{blobs, ferry, fixture, ok, output, sha256sum, Daemon};
+
+const BUSYBOX_NAME: &str = "docker.io/library/busybox:latest";
+
+/// Loads the busybox archive into `root` and pushes it; returns the image CID.
+fn load_and_push(root: &std::path::Path) -> String {
+    let loaded = ok(ferry(root).args(["load", "-i"]).arg(fixture("busybox.tar")));
+    assert_eq!(loaded.trim(), format!("Loaded image: {BUSYBOX_NAME}"));
+    let stdout = ok(ferry(root).args(["push", "ipfs://busybox:latest"]));
+    stdout.lines().last().unwrap().to_string()
+}
+
+#[test]
+fn push_prints_a_raw_cid_and_is_repeatable() {
+    let a = tempfile::tempdir().unwrap();
+    let cid = load_and_push(a.path());
+    assert!(cid.starts_with("bafkrei"), "image CID {cid} is not a CIDv1 raw block");
+    let again = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]));
+    assert_eq!(again.trim(), cid);
+    // another host with the same image gets the same CID
+    let other = tempfile::tempdir().unwrap();
+    assert_eq!(load_and_push(other.path()), cid);
+}
+
+#[test]
+fn push_stores_layer_bytes_once() {
+    let a = tempfile::tempdir().unwrap();
+    load_and_push(a.path());
+    let total: u64 = std::fs::read_dir(a.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let archive = std::fs::metadata(fixture("busybox.tar")).unwrap().len();
+    // blobs: the archive's blobs plus a few KiB of re-encoded manifests and the descriptor;
+    // a second copy of the layer would double it.
+    assert!(total < archive + 64 * 1024, "blobs take {total} bytes for a {archive}-byte archive");
+}
+
+#[test]
+fn pull_on_b_gets_blobs_identical_to_a() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cid = load_and_push(a.path());
+    let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+
+    let stdout =
+        ok(ferry(b.path()).args(["pull", "--peer", &daemon.addr, &format!("ipfs://{cid}")]));
+    assert_eq!(stdout.trim(), cid);
+
+    let on_b = blobs(b.path());
+    assert!(on_b.len() >= 4, "B holds only {on_b:?}");
+    for name in &on_b {
+        let pa = a.path().join("blobs/sha256").join(name);
+        let pb = b.path().join("blobs/sha256").join(name);
+        assert_eq!(sha256sum(&pb), *name, "blob {name} on B does not hash to its name");
+        assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap(), "blob {name}");
+    }
+    let images = ok(ferry(b.path()).args(["images", "-q"]));
+    assert_eq!(images.trim(), cid);
+    // B now holds the image as A did: pushing it there gives the same CID
+    assert_eq!(ok(ferry(b.path()).args(["push", "-q", &format!("ipfs://{cid}")])).trim(), cid);
+}
+
+#[test]
+fn pull_fails_cleanly_when_a_is_gone_and_succeeds_when_it_is_back() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cid = load_and_push(a.path());
+    let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let (addr, port) = (daemon.addr.clone(), daemon.port());
+    drop(daemon);
+
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = output(ferry(b.path()).args([
+        "pull",
+        "--timeout",
+        "3s",
+        "--peer",
+        &addr,
+        &format!("ipfs://{cid}"),
+    ]));
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(stdout.is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the failure took too long");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with(&format!("ferry: pull {cid}: no peer connected")), "{stderr}");
+    assert!(blobs(b.path()).is_empty(), "a failed pull left blobs: {:?}", blobs(b.path()));
+    assert_eq!(std::fs::read_dir(b.path().join("ingest")).unwrap().count(), 0);
+
+    let _daemon = Daemon::start(a.path(), &format!("/ip4/127.0.0.1/tcp/{port}"), &[]);
+    let stdout = ok(ferry(b.path()).args(["pull", "--peer", &addr, &format!("ipfs://{cid}")]));
+    assert_eq!(stdout.trim(), cid);
+    // the top descriptor, the manifest, the config and the one layer, all as A has them
+    let on_b = blobs(b.path());
+    assert_eq!(on_b.len(), 4, "{on_b:?}");
+    assert!(on_b.iter().all(|blob| blobs(a.path()).contains(blob)));
+}
+
+#[test]
+fn cli_pull_goes_through_the_daemon_of_its_root() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cid = load_and_push(a.path());
+    let daemon_a = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let _daemon_b = Daemon::start(b.path(), "/ip4/127.0.0.1/tcp/0", &["--peer", &daemon_a.addr]);
+
+    // no --peer: only B's daemon knows A
+    let stdout = ok(ferry(b.path()).args(["pull", &cid]));
+    assert_eq!(stdout.trim(), cid);
+    let id: serde_json::Value =
+        serde_json::from_str(&ok(ferry(b.path()).args(["ipfs", "id"]))).unwrap();
+    let addrs = id["Addresses"].as_array().unwrap();
+    assert!(addrs[0].as_str().unwrap().ends_with(id["ID"].as_str().unwrap()));
+}
+
+#[test]
+fn second_daemon_on_one_root_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let _first = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let (code, _, stderr) =
+        output(ferry(a.path()).args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]));
+    assert_eq!(code, 1);
+    let root = a.path().canonicalize().unwrap();
+    assert_eq!(stderr.trim(), format!("ferry: another ferry daemon is running on {}", root.display()));
+}
+
+#[test]
+fn bad_references_get_one_line_errors() {
+    let a = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(ferry(a.path()).args(["pull", "ipfs://nope"]));
+    assert_eq!(code, 1);
+    assert_eq!(stderr.trim(), "ferry: invalid reference \"ipfs://nope\": not a CID");
+    let (code, _, stderr) = output(ferry(a.path()).args(["push", "ipfs://missing:1"]));
+    assert_eq!(code, 1);
+    assert_eq!(stderr.trim(), "ferry: image missing:1 not found (see `ferry images`)");
+}

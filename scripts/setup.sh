@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install what ferry's build, tests and main job need on a fresh Debian machine (run as root).
+# Idempotent: packages already present are not fetched again.
+# Usage: scripts/setup.sh
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# runc runs containers; docker-registry, skopeo and umoci are the real registry and image tools
+# the tests compare against; busybox-static and mmdebstrap build the test images.
+packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+"$root/scripts/install-peers.sh"
