@@ -1,2 +1,316 @@
-//! Bitswap 1.2.0 over libp2p streams
+//! Bitswap 1.2.0 over libp2p streams: a client that fetches blocks by CID from connected peers
+//! and a server that answers their wants from a [`Blockstore`].
+//!
+//! The wire format and the peer behaviour follow the ferry formats notes, section 2 (Bitswap
+//! 1.2.0 as kubo/boxo speak it). The crate runs on a [`libp2p_stream::Control`]: the swarm owner
+//! adds `libp2p_stream::Behaviour` to its behaviour, hands a control to [`Bitswap::new`] and
+//! reports connections with [`Bitswap::peer_connected`] and [`Bitswap::peer_disconnected`].
+//!
+//! # Lifecycle
+//!
+//! - [`Bitswap::new`] registers inbound handlers for every Bitswap protocol ID and starts
+//!   serving at once; from then on any peer may ask for blocks that the store holds.
+//! - [`Bitswap::get`] adds a want. It is sent to connected peers one at a time (round robin,
+//!   want-block with send-dont-have), moved on to the next peer on DONT_HAVE, re-asked every
+//!   rebroadcast interval, and sent to every peer that connects while it is pending. The first
+//!   block whose bytes hash to the CID resolves every waiter for it and cancels the want at the
+//!   other peers asked. Dropping the future withdraws the want.
+//! - Messages travel only on streams this side opens (one for wants and one for replies per
+//!   peer, each reused and reopened after an error), because kubo never reads a reply on a
+//!   stream it opened (formats 2.1). Inbound streams are read until they end.
+//! - Dropping the last clone of [`Bitswap`] stops every task it started; the inbound handlers
+//!   are unregistered when their tasks end.
+//!
+//! # Bounds
+//!
+//! Messages are at most [`Config::max_message_size`] (4 MiB); a peer may queue at most
+//! [`Config::max_queued_wants_per_peer`] wants with the server; the client has at most
+//! [`Config::max_wants_per_peer`] want-blocks outstanding per peer; at most
+//! [`Config::max_inbound_streams`] inbound streams are read at once; every write has
+//! [`Config::send_timeout`].
 #![warn(missing_docs)]
+
+mod client;
+mod inbound;
+mod outbound;
+mod server;
+mod store;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use libp2p::PeerId;
+use tokio::sync::{watch, Semaphore};
+
+pub use store::{Blockstore, MemoryBlockstore};
+
+/// Errors of the Bitswap client and of starting the service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No peer delivered the block before the timeout.
+    #[error("no peer sent block {cid}: {connected} peers connected, {asked} asked, waited {waited:?}")]
+    Timeout {
+        /// The block wanted.
+        cid: Cid,
+        /// Peers connected when the wait ended.
+        connected: usize,
+        /// Distinct peers that were sent the want.
+        asked: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The CID uses a hash this crate cannot verify.
+    #[error("cannot verify block {cid}: multihash code {code:#x} is not sha2-256")]
+    UnsupportedHash {
+        /// The block asked for.
+        cid: Cid,
+        /// Its multihash code.
+        code: u64,
+    },
+    /// Another handler already accepts streams for a Bitswap protocol on this control.
+    #[error("bitswap protocol {protocol} already has a handler on this swarm")]
+    AlreadyRegistered {
+        /// The protocol ID.
+        protocol: &'static str,
+    },
+}
+
+/// Settings of the client and the server; [`Config::default`] matches boxo where it matters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Want-blocks outstanding at one peer before further wants wait (default 256).
+    pub max_wants_per_peer: usize,
+    /// How often unanswered wants are sent again (default 5 s).
+    pub rebroadcast_interval: Duration,
+    /// Largest message read or written, framing excluded (default 4 MiB, formats 2.2).
+    pub max_message_size: usize,
+    /// Size at which the server starts a new response message; a larger block goes alone
+    /// (default 1 MiB).
+    pub response_target_size: usize,
+    /// Wants one peer may have queued with the server; more are dropped (default 1024).
+    pub max_queued_wants_per_peer: usize,
+    /// A want-have for a block this small is answered with the block (default 1024 bytes).
+    pub want_have_replace_size: usize,
+    /// Time allowed to open a stream or write one message (default 30 s).
+    pub send_timeout: Duration,
+    /// Inbound streams read at once, over all peers; more are refused (default 512).
+    pub max_inbound_streams: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_wants_per_peer: 256,
+            rebroadcast_interval: Duration::from_secs(5),
+            max_message_size: 4 << 20,
+            response_target_size: 1 << 20,
+            max_queued_wants_per_peer: 1024,
+            want_have_replace_size: 1024,
+            send_timeout: Duration::from_secs(30),
+            max_inbound_streams: 512,
+        }
+    }
+}
+
+/// Counters since start, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Blocks sent to peers.
+    pub blocks_sent: u64,
+    /// Block bytes sent to peers (data only).
+    pub bytes_sent: u64,
+    /// Verified blocks received that a `get` was waiting for.
+    pub blocks_received: u64,
+    /// Bytes of those blocks.
+    pub bytes_received: u64,
+    /// Verified blocks received again after one copy had already resolved the want.
+    pub duplicate_blocks: u64,
+    /// Blocks received that match no wanted CID (this includes bytes sent under a wrong CID).
+    pub unwanted_blocks: u64,
+    /// Blocks refused before hashing: a bad prefix or a hash other than sha2-256.
+    pub invalid_blocks: u64,
+    /// HAVE answers sent.
+    pub haves_sent: u64,
+    /// DONT_HAVE answers sent.
+    pub dont_haves_sent: u64,
+    /// DONT_HAVE answers received.
+    pub dont_haves_received: u64,
+}
+
+/// Atomic counters behind [`Stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) blocks_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) blocks_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) duplicate_blocks: AtomicU64,
+    pub(crate) unwanted_blocks: AtomicU64,
+    pub(crate) invalid_blocks: AtomicU64,
+    pub(crate) haves_sent: AtomicU64,
+    pub(crate) dont_haves_sent: AtomicU64,
+    pub(crate) dont_haves_received: AtomicU64,
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            blocks_sent: get(&self.blocks_sent),
+            bytes_sent: get(&self.bytes_sent),
+            blocks_received: get(&self.blocks_received),
+            bytes_received: get(&self.bytes_received),
+            duplicate_blocks: get(&self.duplicate_blocks),
+            unwanted_blocks: get(&self.unwanted_blocks),
+            invalid_blocks: get(&self.invalid_blocks),
+            haves_sent: get(&self.haves_sent),
+            dont_haves_sent: get(&self.dont_haves_sent),
+            dont_haves_received: get(&self.dont_haves_received),
+        }
+    }
+}
+
+/// State shared by the handle and every task.
+pub(crate) struct Inner {
+    pub(crate) control: libp2p_stream::Control,
+    pub(crate) store: Arc<dyn Blockstore>,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    pub(crate) client: Mutex<client::ClientState>,
+    pub(crate) server: Mutex<server::ServerState>,
+    pub(crate) inbound_streams: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Inner {
+    /// Spawns a task that also ends when the last [`Bitswap`] handle is dropped.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = task => {}
+                _ = shutdown.wait_for(|stopped| *stopped) => {}
+            }
+        });
+    }
+
+    pub(crate) fn client(&self) -> MutexGuard<'_, client::ClientState> {
+        // A panic while holding the lock leaves consistent-enough maps; keep serving.
+        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn server(&self) -> MutexGuard<'_, server::ServerState> {
+        self.server.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Tells every task to stop when the last handle goes.
+struct ShutdownOnDrop(watch::Sender<bool>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A running Bitswap client and server. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Bitswap {
+    inner: Arc<Inner>,
+    _shutdown: Arc<ShutdownOnDrop>,
+}
+
+impl Bitswap {
+    /// Starts serving and fetching over `control` (of a swarm whose behaviour includes
+    /// `libp2p_stream::Behaviour`): registers inbound handlers on every Bitswap protocol ID and
+    /// spawns the tasks that read them and rebroadcast wants. Must be called inside a tokio
+    /// runtime.
+    pub fn new(
+        control: libp2p_stream::Control,
+        store: Arc<dyn Blockstore>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            control,
+            store,
+            counters: Counters::default(),
+            client: Mutex::new(client::ClientState::new(&config)),
+            server: Mutex::new(server::ServerState::default()),
+            inbound_streams: Arc::new(Semaphore::new(config.max_inbound_streams)),
+            config,
+            shutdown: shutdown_rx,
+        });
+
+        inbound::start(&inner)?;
+        client::start_rebroadcast(&inner);
+        Ok(Bitswap {
+            inner,
+            _shutdown: Arc::new(ShutdownOnDrop(shutdown_tx)),
+        })
+    }
+
+    /// Records that `peer` connected; every pending want is sent to it at once.
+    pub fn peer_connected(&self, peer: PeerId) {
+        client::peer_connected(&self.inner, peer);
+    }
+
+    /// Records that the last connection to `peer` closed: its wants move to other peers and
+    /// its queued replies are dropped.
+    pub fn peer_disconnected(&self, peer: PeerId) {
+        self.inner.client().peer_disconnected(peer);
+        server::peer_disconnected(&self.inner, peer);
+    }
+
+    /// Fetches one block from connected peers and returns its bytes once they hash to `cid`
+    /// (sha2-256; an identity CID is answered from the CID itself; other hashes are refused).
+    /// Fails after `timeout` with the number of peers connected and asked.
+    ///
+    /// Cancel-safe: dropping the future withdraws the want and cancels it at the peers asked
+    /// when no other call waits for the same block.
+    pub async fn get(&self, cid: Cid, timeout: Duration) -> Result<Bytes, Error> {
+        let code = cid.hash().code();
+        if code == wire::IDENTITY {
+            return Ok(Bytes::copy_from_slice(cid.hash().digest()));
+        }
+        if code != wire::SHA2_256 || cid.hash().size() != 32 {
+            return Err(Error::UnsupportedHash { cid, code });
+        }
+
+        let (waiter, receiver) = client::register(&self.inner, cid);
+        if let Ok(Ok(bytes)) = tokio::time::timeout(timeout, receiver).await {
+            return Ok(bytes);
+        }
+
+        let (connected, asked) = self.inner.client().counts(&cid);
+        drop(waiter);
+        Err(Error::Timeout {
+            cid,
+            connected,
+            asked,
+            waited: timeout,
+        })
+    }
+
+    /// Peers currently connected, as reported to [`Bitswap::peer_connected`].
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.inner.client().peers()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+}

@@ -1,2 +1,25 @@
-//! Registry client and image archives
+//! Getting images into the content store: from a registry ([`pull`]) and from image archives
+//! and OCI layout directories ([`load_archive`]).
+//!
+//! Both paths keep the bytes they are given: manifests and indexes are stored exactly as served
+//! or archived (their digests are what other tools print), and every blob is verified against
+//! its digest and size before it becomes visible in the store. An image name is bound only
+//! after every blob it needs is in the store, so a failed pull or load never leaves a name
+//! pointing at missing content (blobs already committed stay, for garbage collection to judge).
+//!
+//! The one exception to "bytes as given" is a Docker archive (`docker save`), which carries no
+//! manifest: [`load_archive`] writes a Docker schema 2 manifest over the archived config and
+//! layers, byte for byte as containerd's importer does, so the image digest matches
+//! `ctr images import`.
 #![warn(missing_docs)]
+
+mod archive;
+mod docker;
+mod error;
+mod json;
+mod layout;
+mod pull;
+
+pub use archive::{load_archive, LoadedImage};
+pub use error::{Error, ErrorKind};
+pub use pull::{pull, PullEvent, PullOptions};

@@ -59,7 +59,8 @@ fn run_of_a_missing_command_exits_127() {
     let root = loaded_root();
     let (code, _, stderr) = output(ferry(root.path()).args(["run", "--rm", "busybox", "/no/such"]));
     assert_eq!(code, 127, "stderr: {stderr}");
-    assert!(stderr.starts_with("ferry: run: "), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("ferry: run: ") && last.contains("/no/such"), "{stderr}");
 }
 
 #[test]
