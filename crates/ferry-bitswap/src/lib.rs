@@ -52,10 +52,12 @@ pub use store::{Blockstore, MemoryBlockstore};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No peer delivered the block before the timeout.
-    #[error("no peer sent block {cid}: {connected} peers connected, {asked} asked, waited {waited:?}")]
+    #[error(
+        "no peer sent block {cid}: {connected} peers connected, {asked} asked, waited {waited:?}"
+    )]
     Timeout {
-        /// The block wanted.
-        cid: Cid,
+        /// The block wanted (boxed: a CID is 80 bytes).
+        cid: Box<Cid>,
         /// Peers connected when the wait ended.
         connected: usize,
         /// Distinct peers that were sent the want.
@@ -67,7 +69,7 @@ pub enum Error {
     #[error("cannot verify block {cid}: multihash code {code:#x} is not sha2-256")]
     UnsupportedHash {
         /// The block asked for.
-        cid: Cid,
+        cid: Box<Cid>,
         /// Its multihash code.
         code: u64,
     },
@@ -208,11 +210,15 @@ impl Inner {
 
     pub(crate) fn client(&self) -> MutexGuard<'_, client::ClientState> {
         // A panic while holding the lock leaves consistent-enough maps; keep serving.
-        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn server(&self) -> MutexGuard<'_, server::ServerState> {
-        self.server.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.server
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -286,7 +292,10 @@ impl Bitswap {
             return Ok(Bytes::copy_from_slice(cid.hash().digest()));
         }
         if code != wire::SHA2_256 || cid.hash().size() != 32 {
-            return Err(Error::UnsupportedHash { cid, code });
+            return Err(Error::UnsupportedHash {
+                cid: Box::new(cid),
+                code,
+            });
         }
 
         let (waiter, receiver) = client::register(&self.inner, cid);
@@ -297,7 +306,7 @@ impl Bitswap {
         let (connected, asked) = self.inner.client().counts(&cid);
         drop(waiter);
         Err(Error::Timeout {
-            cid,
+            cid: Box::new(cid),
             connected,
             asked,
             waited: timeout,

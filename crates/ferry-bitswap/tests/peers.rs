@@ -1,0 +1,145 @@
+//! Several peers: moving on at DONT_HAVE, re-asking later, old protocol versions, hostile input.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use common::{frame, hex, pseudo_random, raw_cid, read_frame, varint, Node};
+use ferry_bitswap::{Blockstore, Config, MemoryBlockstore};
+use futures::{AsyncWriteExt as _, StreamExt as _};
+use libp2p::StreamProtocol;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn dont_have_moves_the_want_to_the_next_peer() {
+    let store = MemoryBlockstore::new();
+    let blocks: Vec<Vec<u8>> = (0..10).map(|i| pseudo_random(i + 1, 4096)).collect();
+    for data in &blocks {
+        store.insert(raw_cid(data), data.clone());
+    }
+    let empty = Node::bitswap(Arc::new(MemoryBlockstore::new()), Config::default()).await;
+    let holder = Node::bitswap(Arc::new(store), Config::default()).await;
+    let b = Node::bitswap(Arc::new(MemoryBlockstore::new()), Config::default()).await;
+    b.connect(&empty).await;
+    b.connect(&holder).await;
+
+    // Well under the 5 s rebroadcast: only DONT_HAVE can have moved the wants.
+    let started = Instant::now();
+    let fetches = blocks
+        .iter()
+        .map(|data| b.bs().get(raw_cid(data), Duration::from_secs(3)));
+    let fetched = futures::future::join_all(fetches).await;
+    for (data, result) in blocks.iter().zip(fetched) {
+        assert_eq!(result.ok(), Some(Bytes::from(data.clone())));
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let asked_empty = empty.bs().stats().dont_haves_sent;
+    assert!(asked_empty >= 1, "round robin never asked the empty peer");
+    assert_eq!(b.bs().stats().dont_haves_received, asked_empty);
+    assert_eq!(holder.bs().stats().blocks_sent, 10);
+}
+
+#[tokio::test]
+async fn want_is_asked_again_after_every_peer_said_dont_have() {
+    let data = b"arrives later".to_vec();
+    let store = Arc::new(MemoryBlockstore::new());
+    let config = Config {
+        rebroadcast_interval: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let a = Node::bitswap(store.clone() as Arc<dyn Blockstore>, config.clone()).await;
+    let b = Node::bitswap(Arc::new(MemoryBlockstore::new()), config).await;
+    b.connect(&a).await;
+
+    let fetch = tokio::spawn({
+        let bitswap = b.bs().clone();
+        let cid = raw_cid(&data);
+        async move { bitswap.get(cid, Duration::from_secs(10)).await }
+    });
+    let told = tokio::time::timeout(LIMIT, async {
+        while b.bs().stats().dont_haves_received == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    told.await.expect("waiting for the first DONT_HAVE");
+    store.insert(raw_cid(&data), data.clone());
+
+    let fetched = tokio::time::timeout(LIMIT, fetch)
+        .await
+        .expect("fetch ends");
+    assert_eq!(fetched.expect("task").ok(), Some(Bytes::from(data)));
+}
+
+#[tokio::test]
+async fn server_falls_back_to_1_0_0_for_an_old_peer() {
+    let data = b"a dag-pb node, as far as bitswap cares".to_vec();
+    let digest = raw_cid(&data).hash().to_owned();
+    let cid = Cid::new_v0(digest).expect("sha2-256 CIDv0");
+    let store = MemoryBlockstore::new();
+    store.insert(cid, data.clone());
+    let a = Node::bitswap(Arc::new(store), Config::default()).await;
+    let mut old = Node::raw().await;
+    let mut replies = old
+        .control
+        .accept(StreamProtocol::new("/ipfs/bitswap/1.0.0"))
+        .expect("accept");
+    old.connect(&a).await;
+
+    // A 1.0.0 want-block: CIDv0 bytes, priority 1.
+    let cid_hex: String = cid.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let request = format!("0a28 0a26 0a22 {cid_hex} 1001");
+    let protocol = StreamProtocol::new("/ipfs/bitswap/1.0.0");
+    let mut asked = old
+        .control
+        .open_stream(a.peer, protocol)
+        .await
+        .expect("open");
+    asked
+        .write_all(&frame(&hex(&request)))
+        .await
+        .expect("write");
+    asked.flush().await.expect("flush");
+
+    // The reply comes on a 1.0.0 stream A opened after 1.2.0 and 1.1.0 were refused, with the
+    // block raw in field 2.
+    let (_, mut answers) = tokio::time::timeout(LIMIT, replies.next())
+        .await
+        .expect("reply stream")
+        .expect("open");
+    let answer = read_frame(&mut answers).await.expect("reply message");
+    let mut expected = hex("0a00 12");
+    varint(&mut expected, data.len() as u64);
+    expected.extend_from_slice(&data);
+    assert_eq!(answer, expected);
+}
+
+#[tokio::test]
+async fn oversized_message_drops_the_stream() {
+    let a = Node::bitswap(Arc::new(MemoryBlockstore::new()), Config::default()).await;
+    let mut hostile = Node::raw().await;
+    hostile.connect(&a).await;
+
+    let protocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+    let mut stream = hostile
+        .control
+        .open_stream(a.peer, protocol)
+        .await
+        .expect("open");
+    let mut header = Vec::new();
+    varint(&mut header, (4 << 20) + 1);
+    stream.write_all(&header).await.expect("write");
+    stream.flush().await.expect("flush");
+
+    // A reads no body: it drops the stream, which the sender sees as the end of it.
+    let ended = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await;
+    assert_eq!(
+        ended.ok(),
+        Some(None),
+        "stream still open after an oversized length"
+    );
+}
