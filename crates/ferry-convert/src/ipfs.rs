@@ -31,7 +31,11 @@ pub fn push_image(
     platform: &Platform,
     profile: Profile,
 ) -> Result<Cid, Error> {
-    let pusher = Pusher { store, platform, profile };
+    let pusher = Pusher {
+        store,
+        platform,
+        profile,
+    };
     let top = pusher.convert(target)?;
     let json = go_json::to_vec(&top).map_err(|e| Error::invalid("top descriptor", e))?;
     let (_, cid) = add_bytes(store, &json, profile)?;
@@ -85,7 +89,11 @@ impl Pusher<'_> {
         let mut manifest: Manifest = self.read_json(desc)?;
         manifest.media_type = media::to_oci(&manifest.media_type).to_string();
         manifest.config = self.convert(&manifest.config)?;
-        manifest.layers = manifest.layers.iter().map(|l| self.convert(l)).collect::<Result<_, _>>()?;
+        manifest.layers = manifest
+            .layers
+            .iter()
+            .map(|l| self.convert(l))
+            .collect::<Result<_, _>>()?;
         Ok(manifest)
     }
 
@@ -126,10 +134,24 @@ pub async fn pull_image(
     timeout: Duration,
     progress: &dyn PullProgress,
 ) -> Result<Descriptor, Error> {
-    let puller = Puller { bitswap, store, platform, timeout, progress };
+    let puller = Puller {
+        bitswap,
+        store,
+        platform,
+        timeout,
+        progress,
+    };
     let on_bytes = |n| progress.bytes(n);
-    let (digest, _) =
-        fetch_blob(bitswap, store, image_cid, None, MAX_MANIFEST_SIZE, timeout, &on_bytes).await?;
+    let (digest, _) = fetch_blob(
+        bitswap,
+        store,
+        image_cid,
+        None,
+        MAX_MANIFEST_SIZE,
+        timeout,
+        &on_bytes,
+    )
+    .await?;
     let top: Descriptor = serde_json::from_slice(&store.read_blob(&digest)?)
         .map_err(|e| Error::invalid(image_cid, format!("not an image descriptor: {e}")))?;
     puller.fetch_tree(&top).await?;
@@ -176,7 +198,10 @@ impl Puller<'_> {
 
     async fn fetch(&self, desc: &Descriptor) -> Result<(), Error> {
         let cid_text = desc.ipfs_url().ok_or_else(|| {
-            Error::invalid(&desc.digest, "descriptor has no ipfs:// url (not an IPFS image)")
+            Error::invalid(
+                &desc.digest,
+                "descriptor has no ipfs:// url (not an IPFS image)",
+            )
         })?;
         let cid = Cid::try_from(cid_text).map_err(|e| Error::invalid(cid_text, e))?;
         if is_json(&desc.media_type) && desc.size > MAX_MANIFEST_SIZE {
@@ -185,8 +210,16 @@ impl Puller<'_> {
         self.progress.blob_started(desc);
         let on_bytes = |n| self.progress.bytes(n);
         let expected: (&Digest, u64) = (&desc.digest, desc.size);
-        fetch_blob(self.bitswap, self.store, cid, Some(expected), desc.size, self.timeout, &on_bytes)
-            .await?;
+        fetch_blob(
+            self.bitswap,
+            self.store,
+            cid,
+            Some(expected),
+            desc.size,
+            self.timeout,
+            &on_bytes,
+        )
+        .await?;
         self.progress.blob_done(desc);
         Ok(())
     }

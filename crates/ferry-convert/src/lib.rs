@@ -33,6 +33,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn invalid(what: impl ToString, why: impl ToString) -> Error {
-        Error::Invalid { what: what.to_string(), why: why.to_string() }
+        Error::Invalid {
+            what: what.to_string(),
+            why: why.to_string(),
+        }
     }
 }

@@ -53,9 +53,10 @@ fn entry(digest: &Digest, block: ImportedBlock<'_>) -> BlockEntry {
                 length: data.len() as u64,
             },
         },
-        ImportedBlock::Node { cid, data } => {
-            BlockEntry { cid, location: BlockLocation::Inline(data) }
-        }
+        ImportedBlock::Node { cid, data } => BlockEntry {
+            cid,
+            location: BlockLocation::Inline(data),
+        },
     }
 }
 
@@ -69,5 +70,13 @@ impl ferry_bitswap::Blockstore for StoreBlocks {
 
     fn has(&self, cid: &Cid) -> std::io::Result<bool> {
         self.0.has_block(cid).map_err(std::io::Error::other)
+    }
+
+    fn size(&self, cid: &Cid) -> std::io::Result<Option<usize>> {
+        let location = self.0.block_location(cid).map_err(std::io::Error::other)?;
+        Ok(location.map(|l| match l {
+            BlockLocation::Inline(data) => data.len(),
+            BlockLocation::Blob { length, .. } => length as usize,
+        }))
     }
 }

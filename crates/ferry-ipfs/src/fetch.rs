@@ -1,5 +1,6 @@
 //! Fetching a UnixFS file over Bitswap into the content store.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,12 +47,14 @@ pub async fn fetch_blob(
     let mut leaves = Vec::new();
     let mut pending = FuturesUnordered::new();
     pending.push(get_block(bitswap, store, root, 0, timeout));
-    let mut queued: Vec<(Cid, u64)> = Vec::new();
+    let mut queued: VecDeque<(Cid, u64)> = VecDeque::new();
     let mut file_size = None;
     while let Some(result) = pending.next().await {
         let (cid, offset, data) = result?;
-        let node = decode_file_node(&cid, &data)
-            .map_err(|e| Error::BadBlock { cid, why: e.to_string() })?;
+        let node = decode_file_node(&cid, &data).map_err(|e| Error::BadBlock {
+            cid,
+            why: e.to_string(),
+        })?;
         match node {
             FileNode::Data(bytes) => {
                 check_range(root, offset, bytes.len() as u64, limit)?;
@@ -61,33 +64,44 @@ pub async fn fetch_blob(
                 if cid.codec() == RAW {
                     leaves.push((cid, offset, bytes.len() as u64));
                 } else {
-                    inline.push(BlockEntry { cid, location: BlockLocation::Inline(data.to_vec()) });
+                    inline.push(BlockEntry {
+                        cid,
+                        location: BlockLocation::Inline(data.to_vec()),
+                    });
                 }
             }
             FileNode::Links { children, filesize } => {
                 check_range(root, offset, filesize, limit)?;
                 file_size.get_or_insert(filesize);
-                inline.push(BlockEntry { cid, location: BlockLocation::Inline(data.to_vec()) });
+                inline.push(BlockEntry {
+                    cid,
+                    location: BlockLocation::Inline(data.to_vec()),
+                });
                 queued.extend(children.iter().map(|c| (c.cid, offset + c.offset)));
             }
         }
         while pending.len() < BLOCKS_IN_FLIGHT {
-            let Some((cid, offset)) = queued.pop() else { break };
+            let Some((cid, offset)) = queued.pop_front() else {
+                break;
+            };
             pending.push(get_block(bitswap, store, cid, offset, timeout));
         }
     }
-    let expected_full = expected.map(|(d, s)| (d, s));
-    let (digest, size) = match expected_full {
-        Some(e) => ingest.commit(Some(e))?,
-        None => ingest.commit(None)?,
-    };
+    let (digest, size) = ingest.commit(expected)?;
     if file_size.is_some_and(|s| s != size) {
-        return Err(Error::BadBlock { cid: root, why: format!("file size {size} does not add up") });
+        return Err(Error::BadBlock {
+            cid: root,
+            why: format!("file size {size} does not add up"),
+        });
     }
     let mut entries = inline;
     entries.extend(leaves.into_iter().map(|(cid, offset, length)| BlockEntry {
         cid,
-        location: BlockLocation::Blob { digest: digest.clone(), offset, length },
+        location: BlockLocation::Blob {
+            digest: digest.clone(),
+            offset,
+            length,
+        },
     }));
     store.put_blocks(&entries)?;
     Ok((digest, size))

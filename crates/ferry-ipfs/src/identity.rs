@@ -12,7 +12,10 @@ use crate::Error;
 
 /// Loads the key at `path`, creating a new Ed25519 key there first if there is none.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Error> {
-    let err = |why: String| Error::Identity { path: path.display().to_string(), why };
+    let err = |why: String| Error::Identity {
+        path: path.display().to_string(),
+        why,
+    };
     match fs::read(path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -27,7 +30,9 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Error> {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| err(e.to_string()))?;
-            f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| err(e.to_string()))?;
+            f.write_all(&bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
             if fs::hard_link(&tmp, path).is_err() && !path.exists() {
                 let _ = fs::remove_file(&tmp);
                 return Err(err("cannot create the key file".into()));

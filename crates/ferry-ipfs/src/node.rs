@@ -64,7 +64,11 @@ pub struct Node {
 impl Node {
     /// Builds the swarm with `key`, listens, dials `config.peers` and starts serving blocks
     /// from `store`. Returns once every listener has its address. Must run inside tokio.
-    pub async fn start(key: Keypair, store: Arc<Store>, config: &NodeConfig) -> Result<Node, Error> {
+    pub async fn start(
+        key: Keypair,
+        store: Arc<Store>,
+        config: &NodeConfig,
+    ) -> Result<Node, Error> {
         let peer_id = key.public().to_peer_id();
         let mut swarm = build_swarm(key)?;
         let control = swarm.behaviour().stream.new_control();
@@ -75,13 +79,23 @@ impl Node {
                 .listen_on(addr.clone())
                 .map_err(|e| Error::Node(format!("listen on {addr}: {e}")))?;
         }
-        let mut state =
-            State { bitswap: Some(bitswap.clone()), peers: config.peers.clone(), ..Default::default() };
-        state.wait_for_listeners(&mut swarm, config.listen.len()).await?;
+        let mut state = State {
+            bitswap: Some(bitswap.clone()),
+            peers: config.peers.clone(),
+            ..Default::default()
+        };
+        state
+            .wait_for_listeners(&mut swarm, config.listen.len())
+            .await?;
         state.dial_missing(&mut swarm);
         let (commands, rx) = mpsc::channel(16);
         let task = tokio::spawn(state.run(swarm, rx));
-        Ok(Node { peer_id, bitswap, commands, task })
+        Ok(Node {
+            peer_id,
+            bitswap,
+            commands,
+            task,
+        })
     }
 
     /// The node's peer ID.
@@ -98,14 +112,20 @@ impl Node {
     pub async fn info(&self) -> Result<NodeInfo, Error> {
         let (tx, rx) = oneshot::channel();
         let stopped = || Error::Node("the node has stopped".into());
-        self.commands.send(Command::Info(tx)).await.map_err(|_| stopped())?;
+        self.commands
+            .send(Command::Info(tx))
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
     }
 
     /// Dials `addr` (and keeps it among the peers to redial).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
         let stopped = || Error::Node("the node has stopped".into());
-        self.commands.send(Command::Dial(addr)).await.map_err(|_| stopped())
+        self.commands
+            .send(Command::Dial(addr))
+            .await
+            .map_err(|_| stopped())
     }
 
     /// Waits until at least one peer is connected or `timeout` passes; returns the number of
@@ -132,7 +152,11 @@ fn build_swarm(key: Keypair) -> Result<Swarm<Behaviour>, Error> {
     let node_err = |e: String| Error::Node(e);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| node_err(e.to_string()))?
         .with_behaviour(|key| Behaviour {
             identify: identify::Behaviour::new(
@@ -208,7 +232,11 @@ impl State {
         NodeInfo {
             peer_id: *swarm.local_peer_id(),
             listen_addrs: self.listen_addrs.clone(),
-            connected: self.connected.iter().map(|(p, a)| (*p, a.clone())).collect(),
+            connected: self
+                .connected
+                .iter()
+                .map(|(p, a)| (*p, a.clone()))
+                .collect(),
         }
     }
 
@@ -223,13 +251,20 @@ impl State {
     }
 
     fn handle(&mut self, _swarm: &mut Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>) {
-        let Some(bitswap) = self.bitswap.as_ref() else { return };
+        let Some(bitswap) = self.bitswap.as_ref() else {
+            return;
+        };
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 self.listen_addrs.push(address);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 let addr = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, %addr, "connected");
                 if endpoint.is_dialer() {
@@ -241,12 +276,15 @@ impl State {
                     bitswap.peer_connected(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
-                if num_established == 0 {
-                    tracing::debug!(peer = %peer_id, ?cause, "disconnected");
-                    self.connected.remove(&peer_id);
-                    bitswap.peer_disconnected(peer_id);
-                }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
+                self.connected.remove(&peer_id);
+                bitswap.peer_disconnected(peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
@@ -271,5 +309,7 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 fn without_p2p(addr: &Multiaddr) -> Multiaddr {
-    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }

@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
+/// Examples shown under `ferry --help`.
+const EXAMPLES: &str = "\
+Push an image into IPFS on one host and get a CID; run it by CID on any other host, which
+fetches it from the peers that hold it:
+
+  host A$ ferry load -i debian.tar
+  host A$ ferry push ipfs://debian:12          # prints the image CID
+  host A$ ferry daemon                         # serves it; `ferry ipfs id` shows its address
+  host B$ ferry run --rm --peer /ip4/A/tcp/4001/p2p/PEER_ID ipfs://CID cat /etc/debian_version";
+
 /// Share container images peer to peer over IPFS, with no registry.
-///
-/// Push an image into IPFS on one host and get a CID; run it by CID on any other host, which
-/// fetches it from the peers that hold it:
-///
-///   host A:  ferry load -i debian.tar && ferry push ipfs://debian:12 && ferry daemon
-///   host B:  ferry run --rm --peer /ip4/A/tcp/4001/p2p/ID ipfs://CID cat /etc/debian_version
 #[derive(Parser)]
-#[command(name = "ferry", version, max_term_width = 100)]
+#[command(name = "ferry", version, max_term_width = 100, after_help = EXAMPLES)]
 pub struct Cli {
     /// Where images, blobs, snapshots and the node identity are kept.
     #[arg(long, global = true, env = "FERRY_ROOT", value_name = "DIR")]
@@ -100,11 +104,13 @@ pub struct ImagesArgs {
 }
 
 /// `ferry run`.
-///
-/// Not yet: -i, -t, -d and networks other than the host's (containers share the host's
-/// network); without --rm the stopped container's files stay under ROOT/containers.
 #[derive(Args)]
-#[command(trailing_var_arg = true)]
+#[command(
+    trailing_var_arg = true,
+    after_help = "Not yet: -i, -t, -d, -u and networks other than the host's (containers share \
+                  the host's network). Without --rm the stopped container's files stay under \
+                  ROOT/containers."
+)]
 pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
@@ -182,9 +188,21 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(super::parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(super::parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(super::parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(super::parse_duration("3x").unwrap_err(), "invalid duration \"3x\": use ms, s, m or h");
+        assert_eq!(
+            super::parse_duration("90").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            super::parse_duration("5m").unwrap(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            super::parse_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            super::parse_duration("3x").unwrap_err(),
+            "invalid duration \"3x\": use ms, s, m or h"
+        );
     }
 }

@@ -21,11 +21,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
         Command::Images(args) => images(&ctx, &args).map(|_| 0),
         Command::Run(args) => runtime.block_on(crate::run::run(&ctx, args)),
-        Command::Daemon(args) => runtime.block_on(crate::daemon::daemon(&ctx, args)).map(|_| 0),
+        Command::Daemon(args) => runtime
+            .block_on(crate::daemon::daemon(&ctx, args))
+            .map(|_| 0),
         Command::Ipfs(ipfs) => match ipfs.command {
-            IpfsCommand::Daemon(args) => {
-                runtime.block_on(crate::daemon::daemon(&ctx, args)).map(|_| 0)
-            }
+            IpfsCommand::Daemon(args) => runtime
+                .block_on(crate::daemon::daemon(&ctx, args))
+                .map(|_| 0),
             IpfsCommand::Id => runtime.block_on(id(&ctx)).map(|_| 0),
         },
     }
@@ -81,7 +83,11 @@ pub async fn pull_registry(
                 eprintln!("{}: fetching {}", digest.short(), human_size(size))
             }
             PullEvent::BlobDone { digest, cached, .. } => {
-                eprintln!("{}: {}", digest.short(), if cached { "already here" } else { "done" })
+                eprintln!(
+                    "{}: {}",
+                    digest.short(),
+                    if cached { "already here" } else { "done" }
+                )
             }
         }
     };
@@ -90,7 +96,10 @@ pub async fn pull_registry(
 
 async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     let Some(name) = args.target.strip_prefix("ipfs://") else {
-        bail!("push {}: only ipfs://NAME is supported yet (registries come later)", args.target);
+        bail!(
+            "push {}: only ipfs://NAME is supported yet (registries come later)",
+            args.target
+        );
     };
     let image = find_image(&ctx.store, name)?;
     let store = ctx.store.clone();
@@ -98,12 +107,22 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     let target = image.target.clone();
     let started = std::time::Instant::now();
     let cid = tokio::task::spawn_blocking(move || {
-        ferry_convert::ipfs::push_image(&store, &image_name, &target, &Platform::host(), Profile::KUBO_V1)
+        ferry_convert::ipfs::push_image(
+            &store,
+            &image_name,
+            &target,
+            &Platform::host(),
+            Profile::KUBO_V1,
+        )
     })
     .await?
     .with_context(|| format!("push {}", image.name))?;
     if !args.quiet {
-        eprintln!("{}: pushed to IPFS in {:.1}s", image.name, started.elapsed().as_secs_f64());
+        eprintln!(
+            "{}: pushed to IPFS in {:.1}s",
+            image.name,
+            started.elapsed().as_secs_f64()
+        );
     }
     println!("{cid}");
     Ok(())
@@ -123,7 +142,11 @@ pub fn find_image(store: &Store, text: &str) -> Result<ferry_content::ImageRecor
 }
 
 /// The manifest for `platform` of the image whose top descriptor is `target`.
-pub fn resolve_manifest(store: &Store, target: &Descriptor, platform: &Platform) -> Result<Manifest> {
+pub fn resolve_manifest(
+    store: &Store,
+    target: &Descriptor,
+    platform: &Platform,
+) -> Result<Manifest> {
     let mut desc = target.clone();
     if media::is_index(&desc.media_type) {
         let index: Index = serde_json::from_slice(&store.read_blob(&desc.digest)?)
@@ -135,7 +158,11 @@ pub fn resolve_manifest(store: &Store, target: &Descriptor, platform: &Platform)
             .ok_or_else(|| anyhow!("image has no manifest for {platform}"))?;
     }
     if !media::is_manifest(&desc.media_type) {
-        bail!("{} is not an image manifest ({})", desc.digest, desc.media_type);
+        bail!(
+            "{} is not an image manifest ({})",
+            desc.digest,
+            desc.media_type
+        );
     }
     serde_json::from_slice(&store.read_blob(&desc.digest)?)
         .with_context(|| format!("manifest {}", desc.digest))
@@ -147,7 +174,10 @@ fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
         images.iter().for_each(|i| println!("{}", i.name));
         return Ok(());
     }
-    println!("{:<50} {:<20} {:<24} {:>10}", "NAME", "DIGEST", "CREATED", "SIZE");
+    println!(
+        "{:<50} {:<20} {:<24} {:>10}",
+        "NAME", "DIGEST", "CREATED", "SIZE"
+    );
     let now = chrono::Utc::now();
     for image in images {
         let (created, size) = match summary(&ctx.store, &image.target) {
@@ -158,15 +188,22 @@ fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
             None => ("-".to_string(), "-".to_string()),
         };
         let digest = format!("sha256:{}", image.target.digest.short());
-        println!("{:<50} {:<20} {:<24} {:>10}", image.name, digest, created, size);
+        println!(
+            "{:<50} {:<20} {:<24} {:>10}",
+            image.name, digest, created, size
+        );
     }
     Ok(())
 }
 
 /// Creation time and size (config and layers, as stored) for the host platform.
-fn summary(store: &Store, target: &Descriptor) -> Option<(Option<chrono::DateTime<chrono::Utc>>, u64)> {
+fn summary(
+    store: &Store,
+    target: &Descriptor,
+) -> Option<(Option<chrono::DateTime<chrono::Utc>>, u64)> {
     let manifest = resolve_manifest(store, target, &Platform::host()).ok()?;
-    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest).ok()?).ok()?;
+    let config: ImageConfig =
+        serde_json::from_slice(&store.read_blob(&manifest.config.digest).ok()?).ok()?;
     let created = config
         .created
         .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
@@ -186,7 +223,10 @@ async fn id(ctx: &Context) -> Result<()> {
             (key.public().to_peer_id().to_string(), Vec::new())
         }
     };
-    let addrs: Vec<String> = addrs.into_iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
+    let addrs: Vec<String> = addrs
+        .into_iter()
+        .map(|a| format!("{a}/p2p/{peer_id}"))
+        .collect();
     let json = serde_json::json!({
         "ID": peer_id,
         "Addresses": addrs,

@@ -20,9 +20,14 @@ impl Context {
         let root = root.unwrap_or_else(default_root);
         std::fs::create_dir_all(&root)
             .with_context(|| format!("create root {}", root.display()))?;
-        let root = root.canonicalize().with_context(|| format!("root {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("root {}", root.display()))?;
         let store = Store::open(&root).with_context(|| format!("open store {}", root.display()))?;
-        Ok(Context { root, store: Arc::new(store) })
+        Ok(Context {
+            root,
+            store: Arc::new(store),
+        })
     }
 
     /// The node settings of ROOT/config.json (empty when there is none).
@@ -38,8 +43,9 @@ impl Context {
 
 fn read_config(path: &Path) -> Result<NodeConfig> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("config {}", path.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("config {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
         Err(e) => Err(e).with_context(|| format!("config {}", path.display())),
     }
@@ -49,8 +55,8 @@ fn default_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/ferry");
     }
-    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
-    });
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
     data.unwrap_or_else(|| PathBuf::from(".")).join("ferry")
 }

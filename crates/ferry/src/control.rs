@@ -73,5 +73,7 @@ pub async fn call(
             other => return Ok(other),
         }
     }
-    Err(anyhow!("the daemon closed the connection without an answer"))
+    Err(anyhow!(
+        "the daemon closed the connection without an answer"
+    ))
 }

@@ -35,15 +35,22 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
         None
     } else {
         let key = ferry_ipfs::load_or_create_identity(&ctx.root.join("identity.key"))?;
-        Some(Arc::new(Node::start(key, ctx.store.clone(), &config).await.context("start ipfs node")?))
+        Some(Arc::new(
+            Node::start(key, ctx.store.clone(), &config)
+                .await
+                .context("start ipfs node")?,
+        ))
     };
     let socket = ctx.socket_path();
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("listen on {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
     announce(node.as_deref()).await?;
 
-    let ctx = Arc::new(Context { root: ctx.root.clone(), store: ctx.store.clone() });
+    let ctx = Arc::new(Context {
+        root: ctx.root.clone(),
+        store: ctx.store.clone(),
+    });
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -56,7 +63,7 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&socket);
-    if let Some(node) = node.and_then(|n| Arc::into_inner(n)) {
+    if let Some(node) = node.and_then(Arc::into_inner) {
         node.shutdown().await;
     }
     println!("Received interrupt signal, shut down");
@@ -67,9 +74,8 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
 fn lock_root(ctx: &Context) -> Result<Flock<File>> {
     let path = ctx.root.join("daemon.lock");
     let file = File::create(&path).with_context(|| format!("open {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow!("another ferry daemon is running on {}", ctx.root.display())
-    })
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| anyhow!("another ferry daemon is running on {}", ctx.root.display()))
 }
 
 /// Prints what kubo prints when its daemon is up.
@@ -90,18 +96,24 @@ async fn announce(node: Option<&Node>) -> Result<()> {
 async fn serve(ctx: Arc<Context>, node: Option<Arc<Node>>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
-    let Ok(Some(line)) = lines.next_line().await else { return };
+    let Ok(Some(line)) = lines.next_line().await else {
+        return;
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let work = tokio::spawn(async move {
         let result = handle(&ctx, node.as_deref(), &line, tx.clone()).await;
         let last = match result {
             Ok(reply) => reply,
-            Err(e) => Reply::Error { message: format!("{e:#}") },
+            Err(e) => Reply::Error {
+                message: format!("{e:#}"),
+            },
         };
         let _ = tx.send(last);
     });
     while let Some(reply) = rx.recv().await {
-        let Ok(mut bytes) = serde_json::to_vec(&reply) else { break };
+        let Ok(mut bytes) = serde_json::to_vec(&reply) else {
+            break;
+        };
         bytes.push(b'\n');
         if write.write_all(&bytes).await.is_err() {
             // The CLI went away (Ctrl-C): stop its work too.
@@ -126,16 +138,29 @@ async fn handle(
             let node = node.ok_or_else(|| anyhow!("the daemon is offline"))?;
             let info = node.info().await?;
             let addrs = info.listen_addrs.iter().map(|a| a.to_string()).collect();
-            Ok(Reply::Id { peer_id: info.peer_id.to_string(), addrs })
+            Ok(Reply::Id {
+                peer_id: info.peer_id.to_string(),
+                addrs,
+            })
         }
         Request::PullIpfs { cid, timeout_ms } => {
-            let Some(node) = node else { bail!("pull {cid}: the daemon is offline") };
+            let Some(node) = node else {
+                bail!("pull {cid}: the daemon is offline")
+            };
             let cid: cid::Cid = cid.parse().with_context(|| format!("bad CID {cid}"))?;
             let lines = ProgressLines::new(move |line| {
                 let _ = progress.send(Reply::Progress { line });
             });
             let timeout = Duration::from_millis(timeout_ms);
-            pull_image(node.bitswap(), &ctx.store, cid, &Platform::host(), timeout, &lines).await?;
+            pull_image(
+                node.bitswap(),
+                &ctx.store,
+                cid,
+                &Platform::host(),
+                timeout,
+                &lines,
+            )
+            .await?;
             Ok(Reply::Done)
         }
     }

@@ -33,7 +33,9 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
         })
         .await?;
         let image = ctx.store.get_image(&cid.to_string())?;
-        return image.map(|i| i.target).ok_or_else(|| anyhow!("the daemon pulled {cid} but it is not in the store"));
+        return image
+            .map(|i| i.target)
+            .ok_or_else(|| anyhow!("the daemon pulled {cid} but it is not in the store"));
     }
 
     let mut config = ctx.node_config()?;
@@ -44,9 +46,15 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
         .await
         .context("start ipfs node")?;
     let progress = ProgressLines::new(show);
-    let result =
-        pull_image(node.bitswap(), &ctx.store, cid, &Platform::host(), net.timeout, &progress)
-            .await;
+    let result = pull_image(
+        node.bitswap(),
+        &ctx.store,
+        cid,
+        &Platform::host(),
+        net.timeout,
+        &progress,
+    )
+    .await;
     let connected = node.bitswap().peers().len();
     node.shutdown().await;
     match result {

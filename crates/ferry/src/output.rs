@@ -14,13 +14,20 @@ pub struct ProgressLines<F: Fn(String) + Send + Sync> {
 
 impl<F: Fn(String) + Send + Sync> ProgressLines<F> {
     pub fn new(sink: F) -> Self {
-        ProgressLines { sink, bytes: AtomicU64::new(0) }
+        ProgressLines {
+            sink,
+            bytes: AtomicU64::new(0),
+        }
     }
 }
 
 impl<F: Fn(String) + Send + Sync> PullProgress for ProgressLines<F> {
     fn blob_started(&self, desc: &Descriptor) {
-        (self.sink)(format!("{}: fetching {}", desc.digest.short(), human_size(desc.size)));
+        (self.sink)(format!(
+            "{}: fetching {}",
+            desc.digest.short(),
+            human_size(desc.size)
+        ));
     }
 
     fn bytes(&self, n: u64) {
@@ -44,7 +51,10 @@ pub fn human_size(bytes: u64) -> String {
     if unit == 0 {
         format!("{bytes}B")
     } else {
-        format!("{value:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
             + UNITS[unit]
     }
 }

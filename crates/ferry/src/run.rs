@@ -52,7 +52,10 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
                 .with_context(|| format!("pull {cid}"))?;
         }
         Reference::Registry { .. } => {
-            let opts = PullOptions { platform: Platform::host(), insecure_registries: Vec::new() };
+            let opts = PullOptions {
+                platform: Platform::host(),
+                insecure_registries: Vec::new(),
+            };
             pull_registry(&ctx.store, &reference, &opts, false).await?;
         }
     }
@@ -101,7 +104,12 @@ fn prepare(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> R
         .with_context(|| format!("image config {}", manifest.config.digest))?;
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
-        bail!("image {} has {} layers but {} diff IDs", image.name, manifest.layers.len(), diff_ids.len());
+        bail!(
+            "image {} has {} layers but {} diff IDs",
+            image.name,
+            manifest.layers.len(),
+            diff_ids.len()
+        );
     }
     let snapshotter = Snapshotter::new(root.join("snapshots"))?;
     let mut lowers: Vec<Snapshot> = Vec::new();
@@ -123,9 +131,19 @@ fn prepare(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> R
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs).with_context(|| format!("create {}", rootfs.display()))?;
     snapshotter.mount_active(&id, &lowers, &rootfs)?;
-    let prepared = Prepared { id, bundle, rootfs, snapshotter, remove: args.rm };
+    let prepared = Prepared {
+        id,
+        bundle,
+        rootfs,
+        snapshotter,
+        remove: args.rm,
+    };
 
-    let process = ferry_runtime::resolve_process(&process_request(&config, args), &prepared.rootfs, &prepared.id[..12])?;
+    let process = ferry_runtime::resolve_process(
+        &process_request(&config, args),
+        &prepared.rootfs,
+        &prepared.id[..12],
+    )?;
     let spec = ContainerSpec {
         id: prepared.id.clone(),
         hostname: prepared.id[..12].to_string(),

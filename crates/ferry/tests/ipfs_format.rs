@@ -13,14 +13,26 @@ use serde_json::Value;
 fn blob_of_raw_cid(root: &Path, cid: &str) -> Vec<u8> {
     let c: cid::Cid = cid.parse().unwrap();
     assert_eq!(c.codec(), 0x55, "{cid} is not a raw block");
-    let hex: String = c.hash().digest().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = c
+        .hash()
+        .digest()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     std::fs::read(root.join("blobs/sha256").join(hex)).unwrap()
 }
 
 fn ipfs_url(desc: &Value) -> String {
-    let urls = desc["urls"].as_array().unwrap_or_else(|| panic!("no urls in {desc}"));
+    let urls = desc["urls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no urls in {desc}"));
     assert_eq!(urls.len(), 1, "{desc}");
-    urls[0].as_str().unwrap().strip_prefix("ipfs://").unwrap().to_string()
+    urls[0]
+        .as_str()
+        .unwrap()
+        .strip_prefix("ipfs://")
+        .unwrap()
+        .to_string()
 }
 
 /// The CID `ipfs add --cid-version=1` gives FILE, from the JS importer; None (with a SKIP line)
@@ -31,45 +43,83 @@ fn js_cid(file: &Path) -> Option<String> {
     let ready = peers.join("node_modules/ipfs-unixfs-importer").is_dir()
         && std::fs::copy(workspace().join("../shared/peers/add-cid.mjs"), &script).is_ok();
     if !ready {
-        assert!(std::env::var_os("FERRY_REQUIRE_PEERS").is_none(), "JS peers missing");
+        assert!(
+            std::env::var_os("FERRY_REQUIRE_PEERS").is_none(),
+            "JS peers missing"
+        );
         eprintln!("SKIP js_cid: run scripts/install-peers.sh");
         return None;
     }
-    let out = Command::new("node").arg(&script).arg(file).output().expect("run node");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(file)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[test]
 fn push_writes_nerdctl_format_with_urls_on_every_descriptor() {
     let a = tempfile::tempdir().unwrap();
-    ok(ferry(a.path()).args(["load", "-i"]).arg(fixture("busybox.tar")));
-    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"])).trim().to_string();
+    ok(ferry(a.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]))
+        .trim()
+        .to_string();
 
     // the image CID is the CID of the top descriptor's JSON, compact as Go writes it
     let top_bytes = blob_of_raw_cid(a.path(), &cid);
     let top: Value = serde_json::from_slice(&top_bytes).unwrap();
     let text = String::from_utf8(top_bytes.clone()).unwrap();
-    assert!(text.starts_with("{\"mediaType\":") && !text.contains(['\n', ' ']), "{text}");
-    assert_eq!(top["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert!(
+        text.starts_with("{\"mediaType\":") && !text.contains(['\n', ' ']),
+        "{text}"
+    );
+    assert_eq!(
+        top["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     // the archive's index.json annotation is kept, as containerd keeps it
-    assert_eq!(top["annotations"]["org.opencontainers.image.ref.name"], "busybox:latest");
+    assert_eq!(
+        top["annotations"]["org.opencontainers.image.ref.name"],
+        "busybox:latest"
+    );
 
     let manifest_bytes = blob_of_raw_cid(a.path(), &ipfs_url(&top));
     assert_eq!(manifest_bytes.len() as u64, top["size"].as_u64().unwrap());
     let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
     let config = &manifest["config"];
-    assert_eq!(config["mediaType"], "application/vnd.oci.image.config.v1+json");
+    assert_eq!(
+        config["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
     let config_cid: cid::Cid = ipfs_url(config).parse().unwrap();
     assert_eq!(config_cid.codec(), 0x55, "a small config is one raw block");
 
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
     let layer = &layers[0];
-    assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
-    let digest = layer["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let digest = layer["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap();
     let blob: PathBuf = a.path().join("blobs/sha256").join(digest);
     if let Some(expected) = js_cid(&blob) {
-        assert_eq!(ipfs_url(layer), expected, "layer CID differs from ipfs-unixfs-importer's");
+        assert_eq!(
+            ipfs_url(layer),
+            expected,
+            "layer CID differs from ipfs-unixfs-importer's"
+        );
     }
 }

@@ -18,7 +18,10 @@ fn load_and_push(root: &std::path::Path) -> String {
 fn push_prints_a_raw_cid_and_is_repeatable() {
     let a = tempfile::tempdir().unwrap();
     let cid = load_and_push(a.path());
-    assert!(cid.starts_with("bafkrei"), "image CID {cid} is not a CIDv1 raw block");
+    assert!(
+        cid.starts_with("bafkrei"),
+        "image CID {cid} is not a CIDv1 raw block"
+    );
     let again = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]));
     assert_eq!(again.trim(), cid);
     // another host with the same image gets the same CID
@@ -37,7 +40,10 @@ fn push_stores_layer_bytes_once() {
     let archive = std::fs::metadata(fixture("busybox.tar")).unwrap().len();
     // blobs: the archive's blobs plus a few KiB of re-encoded manifests and the descriptor;
     // a second copy of the layer would double it.
-    assert!(total < archive + 64 * 1024, "blobs take {total} bytes for a {archive}-byte archive");
+    assert!(
+        total < archive + 64 * 1024,
+        "blobs take {total} bytes for a {archive}-byte archive"
+    );
 }
 
 #[test]
@@ -56,13 +62,24 @@ fn pull_on_b_gets_blobs_identical_to_a() {
     for name in &on_b {
         let pa = a.path().join("blobs/sha256").join(name);
         let pb = b.path().join("blobs/sha256").join(name);
-        assert_eq!(sha256sum(&pb), *name, "blob {name} on B does not hash to its name");
-        assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap(), "blob {name}");
+        assert_eq!(
+            sha256sum(&pb),
+            *name,
+            "blob {name} on B does not hash to its name"
+        );
+        assert_eq!(
+            std::fs::read(&pa).unwrap(),
+            std::fs::read(&pb).unwrap(),
+            "blob {name}"
+        );
     }
     let images = ok(ferry(b.path()).args(["images", "-q"]));
     assert_eq!(images.trim(), cid);
     // B now holds the image as A did: pushing it there gives the same CID
-    assert_eq!(ok(ferry(b.path()).args(["push", "-q", &format!("ipfs://{cid}")])).trim(), cid);
+    assert_eq!(
+        ok(ferry(b.path()).args(["push", "-q", &format!("ipfs://{cid}")])).trim(),
+        cid
+    );
 }
 
 #[test]
@@ -85,11 +102,24 @@ fn pull_fails_cleanly_when_a_is_gone_and_succeeds_when_it_is_back() {
     ]));
     assert_eq!(code, 1, "stderr: {stderr}");
     assert!(stdout.is_empty());
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the failure took too long");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the failure took too long"
+    );
     let last = stderr.lines().last().unwrap();
-    assert!(last.starts_with(&format!("ferry: pull {cid}: no peer connected")), "{stderr}");
-    assert!(blobs(b.path()).is_empty(), "a failed pull left blobs: {:?}", blobs(b.path()));
-    assert_eq!(std::fs::read_dir(b.path().join("ingest")).unwrap().count(), 0);
+    assert!(
+        last.starts_with(&format!("ferry: pull {cid}: no peer connected")),
+        "{stderr}"
+    );
+    assert!(
+        blobs(b.path()).is_empty(),
+        "a failed pull left blobs: {:?}",
+        blobs(b.path())
+    );
+    assert_eq!(
+        std::fs::read_dir(b.path().join("ingest")).unwrap().count(),
+        0
+    );
 
     let _daemon = Daemon::start(a.path(), &format!("/ip4/127.0.0.1/tcp/{port}"), &[]);
     let stdout = ok(ferry(b.path()).args(["pull", "--peer", &addr, &format!("ipfs://{cid}")]));
@@ -106,7 +136,11 @@ fn cli_pull_goes_through_the_daemon_of_its_root() {
     let b = tempfile::tempdir().unwrap();
     let cid = load_and_push(a.path());
     let daemon_a = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
-    let _daemon_b = Daemon::start(b.path(), "/ip4/127.0.0.1/tcp/0", &["--peer", &daemon_a.addr]);
+    let _daemon_b = Daemon::start(
+        b.path(),
+        "/ip4/127.0.0.1/tcp/0",
+        &["--peer", &daemon_a.addr],
+    );
 
     // no --peer: only B's daemon knows A
     let stdout = ok(ferry(b.path()).args(["pull", &cid]));
@@ -114,7 +148,10 @@ fn cli_pull_goes_through_the_daemon_of_its_root() {
     let id: serde_json::Value =
         serde_json::from_str(&ok(ferry(b.path()).args(["ipfs", "id"]))).unwrap();
     let addrs = id["Addresses"].as_array().unwrap();
-    assert!(addrs[0].as_str().unwrap().ends_with(id["ID"].as_str().unwrap()));
+    assert!(addrs[0]
+        .as_str()
+        .unwrap()
+        .ends_with(id["ID"].as_str().unwrap()));
 }
 
 #[test]
@@ -125,7 +162,13 @@ fn second_daemon_on_one_root_is_refused() {
         output(ferry(a.path()).args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]));
     assert_eq!(code, 1);
     let root = a.path().canonicalize().unwrap();
-    assert_eq!(stderr.trim(), format!("ferry: another ferry daemon is running on {}", root.display()));
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ferry: another ferry daemon is running on {}",
+            root.display()
+        )
+    );
 }
 
 #[test]
@@ -133,8 +176,14 @@ fn bad_references_get_one_line_errors() {
     let a = tempfile::tempdir().unwrap();
     let (code, _, stderr) = output(ferry(a.path()).args(["pull", "ipfs://nope"]));
     assert_eq!(code, 1);
-    assert_eq!(stderr.trim(), "ferry: invalid reference \"ipfs://nope\": not a CID");
+    assert_eq!(
+        stderr.trim(),
+        "ferry: invalid reference \"ipfs://nope\": not a CID"
+    );
     let (code, _, stderr) = output(ferry(a.path()).args(["push", "ipfs://missing:1"]));
     assert_eq!(code, 1);
-    assert_eq!(stderr.trim(), "ferry: image missing:1 not found (see `ferry images`)");
+    assert_eq!(
+        stderr.trim(),
+        "ferry: image missing:1 not found (see `ferry images`)"
+    );
 }

@@ -6,7 +6,9 @@ use common::{ferry, fixture, ok, output, skip_unless_root, Daemon};
 
 fn loaded_root() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path()).args(["load", "-i"]).arg(fixture("busybox.tar")));
+    ok(ferry(root.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
     root
 }
 
@@ -19,7 +21,9 @@ fn run_busybox_prints_what_its_cmd_prints() {
     let stdout = ok(ferry(root.path()).args(["run", "--rm", "busybox"]));
     assert_eq!(stdout, "hello from busybox\n");
     // --rm left no container behind and nothing mounted
-    let left = std::fs::read_dir(root.path().join("containers")).unwrap().count();
+    let left = std::fs::read_dir(root.path().join("containers"))
+        .unwrap()
+        .count();
     assert_eq!(left, 0);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(root.path().to_str().unwrap()));
@@ -31,7 +35,8 @@ fn run_passes_the_exit_code_through() {
         return;
     }
     let root = loaded_root();
-    let (code, _, _) = output(ferry(root.path()).args(["run", "--rm", "busybox", "sh", "-c", "exit 3"]));
+    let (code, _, _) =
+        output(ferry(root.path()).args(["run", "--rm", "busybox", "sh", "-c", "exit 3"]));
     assert_eq!(code, 3);
 }
 
@@ -42,12 +47,27 @@ fn run_applies_env_workdir_and_entrypoint_flags() {
     }
     let root = loaded_root();
     let stdout = ok(ferry(root.path()).args([
-        "run", "--rm", "-e", "GREETING=hi there", "-w", "/tmp", "busybox", "sh", "-c",
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi there",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sh",
+        "-c",
         "echo \"$GREETING\" $(pwd)",
     ]));
     assert_eq!(stdout, "hi there /tmp\n");
-    let stdout =
-        ok(ferry(root.path()).args(["run", "--rm", "--entrypoint", "/bin/echo", "busybox", "a", "b"]));
+    let stdout = ok(ferry(root.path()).args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/echo",
+        "busybox",
+        "a",
+        "b",
+    ]));
     assert_eq!(stdout, "a b\n");
 }
 
@@ -60,7 +80,10 @@ fn run_of_a_missing_command_exits_127() {
     let (code, _, stderr) = output(ferry(root.path()).args(["run", "--rm", "busybox", "/no/such"]));
     assert_eq!(code, 127, "stderr: {stderr}");
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("ferry: run: ") && last.contains("/no/such"), "{stderr}");
+    assert!(
+        last.starts_with("ferry: run: ") && last.contains("/no/such"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -70,10 +93,18 @@ fn run_by_cid_on_a_second_node_pulls_then_runs() {
     }
     let a = loaded_root();
     let b = tempfile::tempdir().unwrap();
-    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"])).trim().to_string();
+    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]))
+        .trim()
+        .to_string();
     let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
     let stdout = ok(ferry(b.path()).args([
-        "run", "--rm", "--peer", &daemon.addr, &format!("ipfs://{cid}"), "cat", "/etc/passwd",
+        "run",
+        "--rm",
+        "--peer",
+        &daemon.addr,
+        &format!("ipfs://{cid}"),
+        "cat",
+        "/etc/passwd",
     ]));
     assert_eq!(stdout, "root:x:0:0:root:/root:/bin/sh\n");
     // the second run reuses the image and its snapshots

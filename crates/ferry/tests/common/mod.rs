@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// A fixture built by scripts/fixtures.sh (built here if missing).
@@ -50,13 +53,20 @@ pub fn ferry(root: &Path) -> Command {
 pub fn output(cmd: &mut Command) -> (i32, String, String) {
     let out: Output = cmd.output().expect("run ferry");
     let code = out.status.code().unwrap_or(-1);
-    (code, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// Runs the command and panics with its stderr unless it exits 0; returns stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let (code, stdout, stderr) = output(cmd);
-    assert_eq!(code, 0, "command failed: {cmd:?}\nstdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        code, 0,
+        "command failed: {cmd:?}\nstdout: {stdout}\nstderr: {stderr}"
+    );
     stdout
 }
 
@@ -125,7 +135,10 @@ impl Drop for Daemon {
 /// Every blob file under ROOT/blobs/sha256, by name.
 pub fn blobs(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -133,6 +146,13 @@ pub fn blobs(root: &Path) -> Vec<String> {
 
 /// The sha256 of a file as `sha256sum` prints it (an implementation other than ferry's).
 pub fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
