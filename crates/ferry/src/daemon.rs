@@ -144,9 +144,7 @@ async fn handle(
             })
         }
         Request::PullIpfs { cid, timeout_ms } => {
-            let Some(node) = node else {
-                bail!("pull {cid}: the daemon is offline")
-            };
+            let Some(node) = node else { bail!("the daemon is offline") };
             let cid: cid::Cid = cid.parse().with_context(|| format!("bad CID {cid}"))?;
             let lines = ProgressLines::new(move |line| {
                 let _ = progress.send(Reply::Progress { line });

@@ -123,3 +123,37 @@ fn push_writes_nerdctl_format_with_urls_on_every_descriptor() {
         );
     }
 }
+
+#[test]
+fn docker_schema2_image_from_a_registry_is_pushed_with_oci_types() {
+    let Some(registry) = common::Registry::start() else { return };
+    let dest = format!("docker://{}/busybox:v2s2", registry.addr);
+    let src = format!("oci:{}:latest", fixture("busybox").display());
+    let status = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false", "--format", "v2s2", &src, &dest])
+        .status()
+        .expect("run skopeo");
+    assert!(status.success());
+
+    let a = tempfile::tempdir().unwrap();
+    let name = format!("{}/busybox:v2s2", registry.addr);
+    assert_eq!(ok(ferry(a.path()).args(["pull", "-q", &name])).trim(), name);
+    let cid = ok(ferry(a.path()).args(["push", "-q", &format!("ipfs://{name}")])).trim().to_string();
+
+    let top: Value = serde_json::from_slice(&blob_of_raw_cid(a.path(), &cid)).unwrap();
+    assert_eq!(top["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert!(top.get("annotations").is_none(), "a registry pull's target has no annotations");
+    let manifest: Value = serde_json::from_slice(&blob_of_raw_cid(a.path(), &ipfs_url(&top))).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    // the same image loaded from the OCI archive gets the same layer and config CIDs
+    let b = tempfile::tempdir().unwrap();
+    ok(ferry(b.path()).args(["load", "-i"]).arg(fixture("busybox.tar")));
+    let cid_b = ok(ferry(b.path()).args(["push", "-q", "ipfs://busybox"])).trim().to_string();
+    let top_b: Value = serde_json::from_slice(&blob_of_raw_cid(b.path(), &cid_b)).unwrap();
+    let manifest_b: Value =
+        serde_json::from_slice(&blob_of_raw_cid(b.path(), &ipfs_url(&top_b))).unwrap();
+    assert_eq!(manifest["layers"][0]["urls"], manifest_b["layers"][0]["urls"]);
+    assert_eq!(manifest["config"]["urls"], manifest_b["config"]["urls"]);
+}
