@@ -10,11 +10,18 @@
 //!
 //! - [`Bitswap::new`] registers inbound handlers for every Bitswap protocol ID and starts
 //!   serving at once; from then on any peer may ask for blocks that the store holds.
-//! - [`Bitswap::get`] adds a want. It is sent to connected peers one at a time (round robin,
-//!   want-block with send-dont-have), moved on to the next peer on DONT_HAVE, re-asked every
-//!   rebroadcast interval, and sent to every peer that connects while it is pending. The first
-//!   block whose bytes hash to the CID resolves every waiter for it and cancels the want at the
-//!   other peers asked. Dropping the future withdraws the want.
+//! - [`Bitswap::get`] (or [`Bitswap::get_in`] within a [`Session`]) adds a want. Once active,
+//!   it goes as want-have (with send-dont-have) to every connected peer and as want-block to
+//!   one peer: the least loaded of those that said HAVE, or that served other blocks of the
+//!   same session, or of any peer when none is known yet. Each peer holds a bounded number of
+//!   want-blocks, so many wants spread over every peer that has the blocks.
+//! - DONT_HAVE takes a peer out of the candidates for that block; a disconnect, or a
+//!   want-block left without any block from that peer past a deadline derived from its
+//!   latency (at least [`Config::want_timeout_floor`]), moves the want-block to another peer.
+//!   A copy arriving late counts in [`Stats::duplicate_blocks`]. When every peer said
+//!   DONT_HAVE the want is asked again every rebroadcast interval, and peers that connect get
+//!   every active want. The first block whose bytes hash to the CID resolves every waiter for
+//!   it and cancels the want at the other peers asked. Dropping the future withdraws the want.
 //! - Messages travel only on streams this side opens (one for wants and one for replies per
 //!   peer, each reused and reopened after an error), because kubo never reads a reply on a
 //!   stream it opened (formats 2.1). Inbound streams are read until they end.
@@ -25,7 +32,9 @@
 //!
 //! Messages are at most [`Config::max_message_size`] (4 MiB); a peer may queue at most
 //! [`Config::max_queued_wants_per_peer`] wants with the server; the client has at most
-//! [`Config::max_wants_per_peer`] want-blocks outstanding per peer; at most
+//! [`Config::max_active_wants`] wants on the network (more wait, unsent) and at most
+//! [`Config::max_wants_per_peer`] want-blocks, or [`Config::max_bytes_in_flight_per_peer`] of
+//! blocks at their average size, outstanding per peer; at most
 //! [`Config::max_inbound_streams`] inbound streams are read at once; every write has
 //! [`Config::send_timeout`].
 #![warn(missing_docs)]
@@ -46,6 +55,7 @@ use cid::Cid;
 use libp2p::PeerId;
 use tokio::sync::{watch, Semaphore};
 
+pub use client::Session;
 pub use store::{Blockstore, MemoryBlockstore};
 
 /// Errors of the Bitswap client and of starting the service.
@@ -84,8 +94,18 @@ pub enum Error {
 /// Settings of the client and the server; [`Config::default`] matches boxo where it matters.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Want-blocks outstanding at one peer before further wants wait (default 256).
+    /// Want-blocks outstanding at one peer before further want-blocks go elsewhere or wait
+    /// (default 32).
     pub max_wants_per_peer: usize,
+    /// Bytes of blocks outstanding at one peer, counted at the average block size seen so
+    /// far; lowers [`Config::max_wants_per_peer`] for large blocks (default 8 MiB).
+    pub max_bytes_in_flight_per_peer: usize,
+    /// Wants sent to peers at once; further wants wait unsent until one resolves, oldest
+    /// first (default 512, half the wants kubo queues per peer).
+    pub max_active_wants: usize,
+    /// Least time a want-block may go without any block from its peer before it moves to
+    /// another peer; the deadline grows with the latency observed at that peer (default 2 s).
+    pub want_timeout_floor: Duration,
     /// How often unanswered wants are sent again (default 5 s).
     pub rebroadcast_interval: Duration,
     /// Largest message read or written, framing excluded (default 4 MiB, formats 2.2).
@@ -106,7 +126,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_wants_per_peer: 256,
+            max_wants_per_peer: 32,
+            max_bytes_in_flight_per_peer: 8 << 20,
+            max_active_wants: 512,
+            want_timeout_floor: Duration::from_secs(2),
             rebroadcast_interval: Duration::from_secs(5),
             max_message_size: 4 << 20,
             response_target_size: 1 << 20,
@@ -141,6 +164,9 @@ pub struct Stats {
     pub dont_haves_sent: u64,
     /// DONT_HAVE answers received.
     pub dont_haves_received: u64,
+    /// Want-blocks taken from a peer that disconnected or stopped answering, to be asked of
+    /// another peer.
+    pub wants_moved: u64,
 }
 
 /// Atomic counters behind [`Stats`].
@@ -156,6 +182,7 @@ pub(crate) struct Counters {
     pub(crate) haves_sent: AtomicU64,
     pub(crate) dont_haves_sent: AtomicU64,
     pub(crate) dont_haves_received: AtomicU64,
+    pub(crate) wants_moved: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -177,6 +204,7 @@ impl Counters {
             haves_sent: get(&self.haves_sent),
             dont_haves_sent: get(&self.dont_haves_sent),
             dont_haves_received: get(&self.dont_haves_received),
+            wants_moved: get(&self.wants_moved),
         }
     }
 }
@@ -261,7 +289,7 @@ impl Bitswap {
         });
 
         inbound::start(&inner)?;
-        client::start_rebroadcast(&inner);
+        client::start_timers(&inner);
         Ok(Bitswap {
             inner,
             _shutdown: Arc::new(ShutdownOnDrop(shutdown_tx)),
@@ -273,20 +301,48 @@ impl Bitswap {
         client::peer_connected(&self.inner, peer);
     }
 
-    /// Records that the last connection to `peer` closed: its wants move to other peers and
-    /// its queued replies are dropped.
+    /// Records that the last connection to `peer` closed: its want-blocks move to other peers
+    /// and its queued replies are dropped.
     pub fn peer_disconnected(&self, peer: PeerId) {
-        self.inner.client().peer_disconnected(peer);
+        client::peer_disconnected(&self.inner, peer);
         server::peer_disconnected(&self.inner, peer);
     }
 
     /// Fetches one block from connected peers and returns its bytes once they hash to `cid`
     /// (sha2-256; an identity CID is answered from the CID itself; other hashes are refused).
-    /// Fails after `timeout` with the number of peers connected and asked.
+    /// Fails after `timeout` with the number of peers connected and asked. The same as
+    /// [`Bitswap::get_in`] in a session of its own.
     ///
     /// Cancel-safe: dropping the future withdraws the want and cancels it at the peers asked
     /// when no other call waits for the same block.
     pub async fn get(&self, cid: Cid, timeout: Duration) -> Result<Bytes, Error> {
+        self.fetch(None, cid, timeout).await
+    }
+
+    /// A new session: gets made in it prefer the peers that sent its earlier blocks. Use one
+    /// per file or DAG.
+    pub fn session(&self) -> Session {
+        Session::open(&self.inner)
+    }
+
+    /// Like [`Bitswap::get`], within `session`: the want-block goes first to the peers that
+    /// sent a block or HAVE for the session's other wants. A session of another [`Bitswap`]
+    /// is ignored. Cancel-safe, as [`Bitswap::get`].
+    pub async fn get_in(
+        &self,
+        session: &Session,
+        cid: Cid,
+        timeout: Duration,
+    ) -> Result<Bytes, Error> {
+        self.fetch(session.id_for(&self.inner), cid, timeout).await
+    }
+
+    async fn fetch(
+        &self,
+        session: Option<u64>,
+        cid: Cid,
+        timeout: Duration,
+    ) -> Result<Bytes, Error> {
         let code = cid.hash().code();
         if code == wire::IDENTITY {
             return Ok(Bytes::copy_from_slice(cid.hash().digest()));
@@ -298,7 +354,7 @@ impl Bitswap {
             });
         }
 
-        let (waiter, receiver) = client::register(&self.inner, cid);
+        let (waiter, receiver) = client::register(&self.inner, cid, session);
         if let Ok(Ok(bytes)) = tokio::time::timeout(timeout, receiver).await {
             return Ok(bytes);
         }
