@@ -27,14 +27,15 @@ trap cleanup EXIT INT TERM
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
-# start_daemon ROOT [ARGS...]: starts a daemon, waits until it is ready, prints its address
+# start_daemon ROOT [ARGS...]: starts a daemon and waits until it is ready; its address is
+# then in ROOT.addr (not printed: a command substitution would lose the PID kept for cleanup)
 start_daemon() {
   local r=$1; shift
   "$ferry" --root "$r" daemon --listen /ip4/127.0.0.1/tcp/0 "$@" >"$r.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q "Daemon is ready" "$r.log" 2>/dev/null && break; sleep 0.1; done
   grep -q "Daemon is ready" "$r.log" || { cat "$r.log" >&2; exit 1; }
-  grep -m1 "Swarm listening on" "$r.log" | awk '{print $4}'
+  grep -m1 "Swarm listening on" "$r.log" | awk '{print $4}' >"$r.addr"
 }
 
 echo "== node A: load and push"
@@ -43,11 +44,12 @@ t=$(now)
 cid=$("$ferry" --root "$work/a" push -q ipfs://debian:12)
 push_time=$(since "$t")
 echo "image CID: $cid"
-addr_a=$(start_daemon "$work/a")
+start_daemon "$work/a"
+addr_a=$(cat "$work/a.addr")
 echo "node A listens on $addr_a"
 
 echo "== node B: pull from A and run"
-start_daemon "$work/b" --peer "$addr_a" >/dev/null
+start_daemon "$work/b" --peer "$addr_a"
 t=$(now)
 "$ferry" --root "$work/b" pull "ipfs://$cid"
 pull_time=$(since "$t")

@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS blocks (
     length INTEGER,
     data BLOB
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    multihash BLOB PRIMARY KEY,
+    blob TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (
     cid TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -233,6 +237,33 @@ impl Store {
                 Ok(Some(buf))
             }
         }
+    }
+
+    /// Records that the UnixFS file `cid` holds exactly the bytes of blob `digest`.
+    pub fn put_file(&self, cid: &Cid, digest: &Digest) -> Result<(), Error> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO files (multihash, blob) VALUES (?1, ?2)",
+            params![cid.hash().to_bytes(), digest.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The blob holding the bytes of UnixFS file `cid`, if it is stored whole.
+    pub fn file_blob(&self, cid: &Cid) -> Result<Option<Digest>, Error> {
+        let blob: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT blob FROM files WHERE multihash = ?1",
+                params![cid.hash().to_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(blob) = blob else { return Ok(None) };
+        let digest: Digest = blob.parse().map_err(|_| Error::Corrupt {
+            what: format!("file {cid}"),
+            why: "bad blob digest".into(),
+        })?;
+        Ok(self.has_blob(&digest).then_some(digest))
     }
 
     /// Pins `cid` (recursively: the DAGs of everything it refers to) under `name`.

@@ -1,7 +1,7 @@
 //! Adding blobs as UnixFS files: the CID index points into the blob files, so a layer's bytes
 //! are stored once.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use cid::Cid;
@@ -15,25 +15,75 @@ use crate::Error;
 /// Returns the file's root CID, which is what `ipfs add --cid-version=1` prints for the same
 /// bytes. Blocking: call it from a blocking context.
 pub fn add_blob(store: &Store, digest: &Digest, profile: Profile) -> Result<Cid, Error> {
-    let mut file = store.open_blob(digest)?;
-    let path = store.blob_path(digest);
+    let file = store.open_blob(digest)?;
+    let (cid, _) = import(store, file, Target::Existing(digest.clone()), profile)?;
+    Ok(cid)
+}
+
+/// Adds what `reader` yields as a UnixFS file in one pass: the bytes go into a new blob while the
+/// importer hashes the chunks. Returns the root CID and the blob's digest. Blocking.
+pub fn add_reader(
+    store: &Store,
+    reader: impl Read,
+    profile: Profile,
+) -> Result<(Cid, Digest), Error> {
+    import(store, reader, Target::New(store.ingest()?), profile)
+}
+
+/// Where the imported bytes are: a blob already stored, or a new one being written.
+enum Target {
+    Existing(Digest),
+    New(ferry_content::Ingest),
+}
+
+fn import(
+    store: &Store,
+    mut reader: impl Read,
+    mut target: Target,
+    profile: Profile,
+) -> Result<(Cid, Digest), Error> {
     let mut importer = Importer::new(profile);
-    let mut entries = Vec::new();
-    let mut sink = |b: ImportedBlock<'_>| entries.push(entry(digest, b));
+    let mut leaves = Vec::new();
+    let mut nodes = Vec::new();
+    let mut sink = |b: ImportedBlock<'_>| match b {
+        ImportedBlock::Leaf { cid, offset, data } => leaves.push((cid, offset, data.len() as u64)),
+        ImportedBlock::Node { cid, data } => nodes.push(BlockEntry {
+            cid,
+            location: BlockLocation::Inline(data),
+        }),
+    };
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| ferry_content::Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| Error::Node(format!("read: {e}")))?;
         if n == 0 {
             break;
+        }
+        if let Target::New(ingest) = &mut target {
+            ingest
+                .write_all(&buf[..n])
+                .map_err(|e| Error::Node(format!("write blob: {e}")))?;
         }
         importer.write(&buf[..n], &mut sink);
     }
     let (root, _size) = importer.finish(&mut sink);
+    let digest = match target {
+        Target::New(ingest) => ingest.commit(None)?.0,
+        Target::Existing(digest) => digest,
+    };
+    let mut entries = nodes;
+    entries.extend(leaves.into_iter().map(|(cid, offset, length)| BlockEntry {
+        cid,
+        location: BlockLocation::Blob {
+            digest: digest.clone(),
+            offset,
+            length,
+        },
+    }));
     store.put_blocks(&entries)?;
-    Ok(root)
+    store.put_file(&root, &digest)?;
+    Ok((root, digest))
 }
 
 /// Stores `bytes` as a blob and adds it (see [`add_blob`]).
@@ -41,23 +91,6 @@ pub fn add_bytes(store: &Store, bytes: &[u8], profile: Profile) -> Result<(Diges
     let digest = store.write_blob(bytes, None)?;
     let cid = add_blob(store, &digest, profile)?;
     Ok((digest, cid))
-}
-
-fn entry(digest: &Digest, block: ImportedBlock<'_>) -> BlockEntry {
-    match block {
-        ImportedBlock::Leaf { cid, offset, data } => BlockEntry {
-            cid,
-            location: BlockLocation::Blob {
-                digest: digest.clone(),
-                offset,
-                length: data.len() as u64,
-            },
-        },
-        ImportedBlock::Node { cid, data } => BlockEntry {
-            cid,
-            location: BlockLocation::Inline(data),
-        },
-    }
 }
 
 /// The content store seen as a Bitswap blockstore.

@@ -41,6 +41,12 @@ pub async fn fetch_blob(
             return Ok((digest.clone(), size));
         }
     }
+    if expected.is_none() {
+        if let Some(digest) = store.file_blob(&root)? {
+            let size = std::fs::metadata(store.blob_path(&digest)).map_or(0, |m| m.len());
+            return Ok((digest, size));
+        }
+    }
     let limit = expected.map_or(max_size, |(_, size)| size);
     let mut ingest = store.ingest()?;
     let mut inline = Vec::new();
@@ -104,6 +110,7 @@ pub async fn fetch_blob(
         },
     }));
     store.put_blocks(&entries)?;
+    store.put_file(&root, &digest)?;
     Ok((digest, size))
 }
 

@@ -14,7 +14,7 @@ mod fetch;
 mod identity;
 mod node;
 
-pub use add::{add_blob, add_bytes, StoreBlocks};
+pub use add::{add_blob, add_bytes, add_reader, StoreBlocks};
 pub use error::Error;
 pub use fetch::{fetch_blob, FetchProgress};
 pub use identity::load_or_create_identity;

@@ -9,7 +9,8 @@ use ferry_content::Store;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -46,11 +47,14 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    /// Takes the peers' Bitswap streams: libp2p-stream would drop kubo's bursts of them.
+    bitswap_inbound: ferry_bitswap::InboundBehaviour,
 }
 
 enum Command {
     Info(oneshot::Sender<NodeInfo>),
     Dial(Multiaddr),
+    Connect(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
 }
 
 /// A running IPFS node. Dropping it stops the swarm.
@@ -70,10 +74,11 @@ impl Node {
         config: &NodeConfig,
     ) -> Result<Node, Error> {
         let peer_id = key.public().to_peer_id();
-        let mut swarm = build_swarm(key)?;
+        let bitswap_config = ferry_bitswap::Config::default();
+        let (mut swarm, inbound) = build_swarm(key, bitswap_config.max_inbound_streams)?;
         let control = swarm.behaviour().stream.new_control();
         let blocks = Arc::new(StoreBlocks(store));
-        let bitswap = Bitswap::new(control, blocks, ferry_bitswap::Config::default())?;
+        let bitswap = Bitswap::with_inbound(control, inbound, blocks, bitswap_config)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -128,6 +133,19 @@ impl Node {
             .map_err(|_| stopped())
     }
 
+    /// Dials `addr` now and waits for the connection (or its failure); the address is kept
+    /// among the peers to redial.
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        let stopped = || Error::Node("the node has stopped".into());
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Connect(addr.clone(), tx))
+            .await
+            .map_err(|_| stopped())?;
+        let result = rx.await.map_err(|_| stopped())?;
+        result.map_err(|e| Error::Node(format!("connect {addr}: {e}")))
+    }
+
     /// Waits until at least one peer is connected or `timeout` passes; returns the number of
     /// connected peers.
     pub async fn wait_for_peers(&self, timeout: Duration) -> usize {
@@ -148,14 +166,32 @@ impl Node {
     }
 }
 
-fn build_swarm(key: Keypair) -> Result<Swarm<Behaviour>, Error> {
+/// Streams per yamux connection: set so high only to cap each stream's receive window (see
+/// `yamux_config`).
+const YAMUX_MAX_STREAMS: usize = 4094;
+
+/// rust-yamux refuses frames over 1 MiB and closes the connection, while js-libp2p's yamux
+/// (Helia) sends frames as large as the window we grant. Its windows grow per stream up to
+/// 1 GiB (fixed) minus 256 KiB for each allowed stream, so 4094 streams keep every window,
+/// and so every frame, within 256 KiB + 512 KiB.
+fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(YAMUX_MAX_STREAMS);
+    config
+}
+
+fn build_swarm(
+    key: Keypair,
+    inbound_capacity: usize,
+) -> Result<(Swarm<Behaviour>, ferry_bitswap::InboundStreams), Error> {
     let node_err = |e: String| Error::Node(e);
+    let (bitswap_inbound, inbound) = ferry_bitswap::InboundBehaviour::new(inbound_capacity);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            yamux_config,
         )
         .map_err(|e| node_err(e.to_string()))?
         .with_behaviour(|key| Behaviour {
@@ -165,11 +201,12 @@ fn build_swarm(key: Keypair) -> Result<Swarm<Behaviour>, Error> {
             ),
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
+            bitswap_inbound,
         })
         .map_err(|e| node_err(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
-    Ok(swarm)
+    Ok((swarm, inbound))
 }
 
 #[derive(Default)]
@@ -181,6 +218,8 @@ struct State {
     connected: HashMap<PeerId, Multiaddr>,
     /// The peer each configured address led to, learned on connection.
     addr_peer: HashMap<Multiaddr, PeerId>,
+    /// `connect` calls waiting for their dial to end.
+    connecting: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
 }
 
 impl State {
@@ -215,10 +254,21 @@ impl State {
                         let _ = reply.send(self.info(&swarm));
                     }
                     Some(Command::Dial(addr)) => {
-                        if !self.peers.contains(&addr) {
-                            self.peers.push(addr.clone());
-                        }
+                        self.remember(&addr);
                         dial(&mut swarm, addr);
+                    }
+                    Some(Command::Connect(addr, reply)) => {
+                        self.remember(&addr);
+                        let opts = DialOpts::from(addr);
+                        let id = opts.connection_id();
+                        match swarm.dial(opts) {
+                            Ok(()) => {
+                                self.connecting.insert(id, reply);
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
                     }
                 },
                 event = swarm.select_next_some() => self.handle(&mut swarm, event),
@@ -226,6 +276,12 @@ impl State {
             }
         }
         tracing::debug!("ipfs node stopped");
+    }
+
+    fn remember(&mut self, addr: &Multiaddr) {
+        if !self.peers.contains(addr) {
+            self.peers.push(addr.clone());
+        }
     }
 
     fn info(&self, swarm: &Swarm<Behaviour>) -> NodeInfo {
@@ -263,8 +319,12 @@ impl State {
                 peer_id,
                 endpoint,
                 num_established,
+                connection_id,
                 ..
             } => {
+                if let Some(reply) = self.connecting.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
                 let addr = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, %addr, "connected");
                 if endpoint.is_dialer() {
@@ -286,7 +346,14 @@ impl State {
                 self.connected.remove(&peer_id);
                 bitswap.peer_disconnected(peer_id);
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
+                if let Some(reply) = self.connecting.remove(&connection_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
             }
             _ => {}

@@ -164,6 +164,52 @@ pub enum IpfsCommand {
     Daemon(DaemonArgs),
     /// Print this node's peer ID and addresses (as JSON, like `ipfs id`).
     Id,
+    /// Add a file to the local IPFS store, pin it and print its CID (CIDv1, raw leaves, 256 KiB
+    /// chunks: what `ipfs add --cid-version=1` gives).
+    Add(AddArgs),
+    /// Print the bytes of a UnixFS file, fetching it from peers when it is not here.
+    Cat(CatArgs),
+    /// The peers of the running daemon.
+    Swarm(SwarmArgs),
+}
+
+/// `ferry ipfs add`.
+#[derive(Args)]
+pub struct AddArgs {
+    /// The file to add.
+    pub file: PathBuf,
+    /// Print only the CID.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `ferry ipfs cat`.
+#[derive(Args)]
+pub struct CatArgs {
+    /// The file's CID (any version and base).
+    pub cid: String,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// `ferry ipfs swarm`.
+#[derive(Args)]
+pub struct SwarmArgs {
+    /// The swarm command.
+    #[command(subcommand)]
+    pub command: SwarmCommand,
+}
+
+/// Swarm commands (they need `ferry daemon` running on the root).
+#[derive(Subcommand)]
+pub enum SwarmCommand {
+    /// List the connected peers, one multiaddr each.
+    Peers,
+    /// Dial a peer now (the daemon keeps redialing it while it runs).
+    Connect {
+        /// The peer's multiaddr, ending in /p2p/PEER_ID.
+        addr: Multiaddr,
+    },
 }
 
 /// Parses `30s`, `5m`, `1h`, `250ms` or plain seconds.

@@ -29,6 +29,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 .block_on(crate::daemon::daemon(&ctx, args))
                 .map(|_| 0),
             IpfsCommand::Id => runtime.block_on(id(&ctx)).map(|_| 0),
+            IpfsCommand::Add(args) => crate::ipfs::add(&ctx, &args).map(|_| 0),
+            IpfsCommand::Cat(args) => runtime.block_on(crate::ipfs::cat(&ctx, &args)).map(|_| 0),
+            IpfsCommand::Swarm(args) => runtime
+                .block_on(crate::ipfs::swarm(&ctx, args.command))
+                .map(|_| 0),
         },
     }
 }

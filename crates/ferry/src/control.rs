@@ -22,6 +22,20 @@ pub enum Request {
         /// How long to wait for any one block, in milliseconds.
         timeout_ms: u64,
     },
+    /// Fetch a UnixFS file into the store as a blob.
+    Fetch {
+        /// The file's root CID.
+        cid: String,
+        /// How long to wait for any one block, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The connected peers.
+    SwarmPeers,
+    /// Dial a peer.
+    SwarmConnect {
+        /// Its multiaddr.
+        addr: String,
+    },
 }
 
 /// What a daemon answers.
@@ -38,6 +52,16 @@ pub enum Reply {
         /// Peer ID.
         peer_id: String,
         /// Listen addresses.
+        addrs: Vec<String>,
+    },
+    /// A file was fetched into the store as this blob.
+    Fetched {
+        /// The blob's digest.
+        digest: String,
+    },
+    /// Connected peers, one multiaddr (with /p2p/ID) each.
+    Peers {
+        /// The addresses.
         addrs: Vec<String>,
     },
     /// The request is done.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_convert::ipfs::pull_image;
-use ferry_ipfs::Node;
+use ferry_ipfs::{fetch_blob, Node};
 use ferry_oci::Platform;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -143,8 +143,52 @@ async fn handle(
                 addrs,
             })
         }
+        Request::Fetch { cid, timeout_ms } => {
+            let Some(node) = node else {
+                bail!("the daemon is offline")
+            };
+            let cid: cid::Cid = cid.parse().with_context(|| format!("bad CID {cid}"))?;
+            let timeout = Duration::from_millis(timeout_ms);
+            let (digest, _) = fetch_blob(
+                node.bitswap(),
+                &ctx.store,
+                cid,
+                None,
+                u64::MAX,
+                timeout,
+                &|_| {},
+            )
+            .await?;
+            Ok(Reply::Fetched {
+                digest: digest.to_string(),
+            })
+        }
+        Request::SwarmPeers => {
+            let Some(node) = node else {
+                bail!("the daemon is offline")
+            };
+            let info = node.info().await?;
+            let addrs = info
+                .connected
+                .iter()
+                .map(|(peer, addr)| with_peer(addr, peer))
+                .collect();
+            Ok(Reply::Peers { addrs })
+        }
+        Request::SwarmConnect { addr } => {
+            let Some(node) = node else {
+                bail!("the daemon is offline")
+            };
+            let addr: libp2p::Multiaddr = addr
+                .parse()
+                .with_context(|| format!("bad multiaddr {addr}"))?;
+            node.connect(addr).await?;
+            Ok(Reply::Done)
+        }
         Request::PullIpfs { cid, timeout_ms } => {
-            let Some(node) = node else { bail!("the daemon is offline") };
+            let Some(node) = node else {
+                bail!("the daemon is offline")
+            };
             let cid: cid::Cid = cid.parse().with_context(|| format!("bad CID {cid}"))?;
             let lines = ProgressLines::new(move |line| {
                 let _ = progress.send(Reply::Progress { line });
@@ -161,5 +205,13 @@ async fn handle(
             .await?;
             Ok(Reply::Done)
         }
+    }
+}
+
+/// `addr` ending in `/p2p/PEER`, as kubo prints peers.
+fn with_peer(addr: &libp2p::Multiaddr, peer: &libp2p::PeerId) -> String {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(_)) => addr.to_string(),
+        _ => format!("{addr}/p2p/{peer}"),
     }
 }

@@ -8,6 +8,7 @@ mod commands;
 mod context;
 mod control;
 mod daemon;
+mod ipfs;
 mod network;
 mod output;
 mod run;

@@ -2,11 +2,11 @@
 //! node started in this process for the duration of the command (with a fresh identity, so it
 //! never poses as the daemon's peer).
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use cid::Cid;
 use ferry_convert::ipfs::pull_image;
-use ferry_ipfs::Node;
-use ferry_oci::{Descriptor, Platform};
+use ferry_ipfs::{fetch_blob, Node};
+use ferry_oci::{Descriptor, Digest, Platform};
 use libp2p::identity::Keypair;
 
 use crate::cli::NetArgs;
@@ -16,35 +16,22 @@ use crate::output::ProgressLines;
 
 /// Pulls the IPFS image `cid` into the store and returns its top descriptor.
 pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> Result<Descriptor> {
-    let show = |line: String| {
+    let show = move |line: String| {
         if !quiet {
             eprintln!("{line}");
         }
     };
-    if let Some(stream) = control::connect(&ctx.socket_path()).await {
-        let request = Request::PullIpfs {
-            cid: cid.to_string(),
-            timeout_ms: net.timeout.as_millis() as u64,
-        };
-        control::call(stream, &request, |reply| {
-            if let Reply::Progress { line } = reply {
-                show(line.clone());
-            }
-        })
-        .await?;
+    let request = Request::PullIpfs {
+        cid: cid.to_string(),
+        timeout_ms: timeout_ms(net),
+    };
+    if daemon_call(ctx, &request, &show).await?.is_some() {
         let image = ctx.store.get_image(&cid.to_string())?;
         return image
             .map(|i| i.target)
             .ok_or_else(|| anyhow!("the daemon pulled {cid} but it is not in the store"));
     }
-
-    let mut config = ctx.node_config()?;
-    config.listen.clear();
-    config.peers.extend(net.peers.iter().cloned());
-    let dialed = config.peers.len();
-    let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config)
-        .await
-        .context("start ipfs node")?;
+    let (node, dialed) = start_node(ctx, net).await?;
     let progress = ProgressLines::new(show);
     let result = pull_image(
         node.bitswap(),
@@ -54,14 +41,82 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
         net.timeout,
         &progress,
     )
-    .await;
+    .await
+    .map_err(anyhow::Error::from);
+    finish(node, dialed, result).await
+}
+
+/// Fetches the UnixFS file `cid` into the store (as a blob whose blocks this node then serves)
+/// and returns the blob's digest.
+pub async fn fetch_file(ctx: &Context, cid: Cid, net: &NetArgs) -> Result<Digest> {
+    let request = Request::Fetch {
+        cid: cid.to_string(),
+        timeout_ms: timeout_ms(net),
+    };
+    if let Some(reply) = daemon_call(ctx, &request, &|_| {}).await? {
+        let Reply::Fetched { digest } = reply else {
+            bail!("unexpected answer from the daemon")
+        };
+        return Ok(digest.parse()?);
+    }
+    let (node, dialed) = start_node(ctx, net).await?;
+    let result = fetch_blob(
+        node.bitswap(),
+        &ctx.store,
+        cid,
+        None,
+        u64::MAX,
+        net.timeout,
+        &|_| {},
+    )
+    .await
+    .map(|(digest, _)| digest)
+    .map_err(anyhow::Error::from);
+    finish(node, dialed, result).await
+}
+
+/// Sends `request` to the daemon of this root; None when no daemon runs.
+pub async fn daemon_call(
+    ctx: &Context,
+    request: &Request,
+    show: &(dyn Fn(String) + Sync),
+) -> Result<Option<Reply>> {
+    let Some(stream) = control::connect(&ctx.socket_path()).await else {
+        return Ok(None);
+    };
+    let reply = control::call(stream, request, |reply| {
+        if let Reply::Progress { line } = reply {
+            show(line.clone());
+        }
+    })
+    .await?;
+    Ok(Some(reply))
+}
+
+fn timeout_ms(net: &NetArgs) -> u64 {
+    net.timeout.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// A client-only node for this command: no listener, the configured peers plus `--peer`.
+async fn start_node(ctx: &Context, net: &NetArgs) -> Result<(Node, usize)> {
+    let mut config = ctx.node_config()?;
+    config.listen.clear();
+    config.peers.extend(net.peers.iter().cloned());
+    let dialed = config.peers.len();
+    let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config)
+        .await
+        .context("start ipfs node")?;
+    Ok((node, dialed))
+}
+
+/// Stops the node; an error with no peer connected says so, since that is the likely cause.
+async fn finish<T>(node: Node, dialed: usize, result: Result<T>) -> Result<T> {
     let connected = node.bitswap().peers().len();
     node.shutdown().await;
     match result {
-        Ok(top) => Ok(top),
-        Err(e) if connected == 0 => Err(anyhow!(e).context(format!(
+        Err(e) if connected == 0 => Err(e.context(format!(
             "no peer connected (dialed {dialed} address(es); name peers with --peer or in ROOT/config.json, or start `ferry daemon`)"
         ))),
-        Err(e) => Err(e.into()),
+        other => other,
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ferry, fixture, ok, workspace};
+use common::{ferry, fixture, js_cid, ok};
 use serde_json::Value;
 
 /// The blob a raw CID names (its multihash is the blob's sha256).
@@ -33,34 +33,6 @@ fn ipfs_url(desc: &Value) -> String {
         .strip_prefix("ipfs://")
         .unwrap()
         .to_string()
-}
-
-/// The CID `ipfs add --cid-version=1` gives FILE, from the JS importer; None (with a SKIP line)
-/// when node or the packages are missing and FERRY_REQUIRE_PEERS is unset.
-fn js_cid(file: &Path) -> Option<String> {
-    let peers = workspace().join("target/peers");
-    let script = peers.join("add-cid-ferry-e2e.mjs");
-    let ready = peers.join("node_modules/ipfs-unixfs-importer").is_dir()
-        && std::fs::copy(workspace().join("../shared/peers/add-cid.mjs"), &script).is_ok();
-    if !ready {
-        assert!(
-            std::env::var_os("FERRY_REQUIRE_PEERS").is_none(),
-            "JS peers missing"
-        );
-        eprintln!("SKIP js_cid: run scripts/install-peers.sh");
-        return None;
-    }
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(file)
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[test]
@@ -126,11 +98,21 @@ fn push_writes_nerdctl_format_with_urls_on_every_descriptor() {
 
 #[test]
 fn docker_schema2_image_from_a_registry_is_pushed_with_oci_types() {
-    let Some(registry) = common::Registry::start() else { return };
+    let Some(registry) = common::Registry::start() else {
+        return;
+    };
     let dest = format!("docker://{}/busybox:v2s2", registry.addr);
     let src = format!("oci:{}:latest", fixture("busybox").display());
     let status = Command::new("skopeo")
-        .args(["copy", "-q", "--dest-tls-verify=false", "--format", "v2s2", &src, &dest])
+        .args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &src,
+            &dest,
+        ])
         .status()
         .expect("run skopeo");
     assert!(status.success());
@@ -138,22 +120,47 @@ fn docker_schema2_image_from_a_registry_is_pushed_with_oci_types() {
     let a = tempfile::tempdir().unwrap();
     let name = format!("{}/busybox:v2s2", registry.addr);
     assert_eq!(ok(ferry(a.path()).args(["pull", "-q", &name])).trim(), name);
-    let cid = ok(ferry(a.path()).args(["push", "-q", &format!("ipfs://{name}")])).trim().to_string();
+    let cid = ok(ferry(a.path()).args(["push", "-q", &format!("ipfs://{name}")]))
+        .trim()
+        .to_string();
 
     let top: Value = serde_json::from_slice(&blob_of_raw_cid(a.path(), &cid)).unwrap();
-    assert_eq!(top["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert!(top.get("annotations").is_none(), "a registry pull's target has no annotations");
-    let manifest: Value = serde_json::from_slice(&blob_of_raw_cid(a.path(), &ipfs_url(&top))).unwrap();
-    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
-    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(
+        top["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert!(
+        top.get("annotations").is_none(),
+        "a registry pull's target has no annotations"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&blob_of_raw_cid(a.path(), &ipfs_url(&top))).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
     // the same image loaded from the OCI archive gets the same layer and config CIDs
     let b = tempfile::tempdir().unwrap();
-    ok(ferry(b.path()).args(["load", "-i"]).arg(fixture("busybox.tar")));
-    let cid_b = ok(ferry(b.path()).args(["push", "-q", "ipfs://busybox"])).trim().to_string();
+    ok(ferry(b.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    let cid_b = ok(ferry(b.path()).args(["push", "-q", "ipfs://busybox"]))
+        .trim()
+        .to_string();
     let top_b: Value = serde_json::from_slice(&blob_of_raw_cid(b.path(), &cid_b)).unwrap();
     let manifest_b: Value =
         serde_json::from_slice(&blob_of_raw_cid(b.path(), &ipfs_url(&top_b))).unwrap();
-    assert_eq!(manifest["layers"][0]["urls"], manifest_b["layers"][0]["urls"]);
+    assert_eq!(
+        manifest["layers"][0]["urls"],
+        manifest_b["layers"][0]["urls"]
+    );
     assert_eq!(manifest["config"]["urls"], manifest_b["config"]["urls"]);
 }

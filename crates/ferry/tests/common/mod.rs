@@ -168,11 +168,19 @@ pub struct Registry {
 impl Registry {
     /// Starts one, or returns None (with a SKIP line) when docker-registry is not installed.
     pub fn start() -> Option<Registry> {
-        if Command::new("docker-registry").arg("--version").output().is_err() {
+        if Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("SKIP: docker-registry is not installed (scripts/setup.sh installs it)");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
@@ -190,10 +198,17 @@ impl Registry {
             .expect("start docker-registry");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Registry { child, addr, _dir: dir })
+        Some(Registry {
+            child,
+            addr,
+            _dir: dir,
+        })
     }
 }
 
@@ -202,4 +217,156 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where scripts/install-peers.sh installs the outside peers (kubo, Helia, Node 22).
+pub fn peers_dir() -> PathBuf {
+    workspace().join("target/peers")
+}
+
+/// True when `path` (a peer installed by scripts/install-peers.sh) exists. Otherwise prints a
+/// SKIP line and returns false, or panics when FERRY_REQUIRE_PEERS is set (as CI sets it).
+pub fn peer_installed(test: &str, what: &str, path: &Path) -> bool {
+    if path.exists() {
+        return true;
+    }
+    let why = format!(
+        "{what} is not installed ({} missing; run scripts/install-peers.sh)",
+        path.display()
+    );
+    if std::env::var_os("FERRY_REQUIRE_PEERS").is_some() {
+        panic!("{test}: {why}, and FERRY_REQUIRE_PEERS is set");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+/// Writes `size` deterministic pseudo-random bytes (xorshift, so no two chunks are alike).
+pub fn pseudo_random_file(path: &Path, size: usize, seed: u64) {
+    let mut state = seed | 1;
+    let mut data = Vec::with_capacity(size + 8);
+    while data.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(size);
+    std::fs::write(path, data).unwrap();
+}
+
+/// An outside peer process (kubo or Helia) serving a file; killed by its PID when dropped.
+pub struct PeerProcess {
+    child: Child,
+    /// The CID the peer gave the file.
+    pub cid: String,
+    /// The address to dial, with /p2p/ID.
+    pub addr: String,
+}
+
+impl PeerProcess {
+    /// Spawns `cmd`, which prints `{"cid","multiaddr",...}` on one line once it serves, and
+    /// waits up to 60 s for that line.
+    pub fn serve(mut cmd: Command) -> PeerProcess {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with('{') {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let mut peer = PeerProcess {
+            child,
+            cid: String::new(),
+            addr: String::new(),
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{cmd:?} printed no JSON line within 60s"));
+        let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+        peer.cid = info["cid"].as_str().unwrap().to_string();
+        peer.addr = info["multiaddr"].as_str().unwrap().to_string();
+        peer
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cmd` with stdout into `stdout_to` (or discarded), killing it after `limit`; returns
+/// its exit code and how long it ran. Panics with the command when it had to be killed.
+pub fn run_with_limit(
+    mut cmd: Command,
+    stdout_to: Option<&Path>,
+    limit: Duration,
+) -> (i32, Duration) {
+    let out = match stdout_to {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    };
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The CID `ipfs add --cid-version=1` gives FILE, from ipfs-unixfs-importer (add-cid.mjs); None
+/// (with a SKIP line) when node or the packages are missing and FERRY_REQUIRE_PEERS is unset.
+pub fn js_cid(file: &Path) -> Option<String> {
+    let peers = workspace().join("target/peers");
+    let script = peers.join(format!("add-cid-{}.mjs", std::process::id()));
+    let ready = peers.join("node_modules/ipfs-unixfs-importer").is_dir()
+        && std::fs::copy(workspace().join("../shared/peers/add-cid.mjs"), &script).is_ok();
+    if !ready {
+        assert!(
+            std::env::var_os("FERRY_REQUIRE_PEERS").is_none(),
+            "JS peers missing"
+        );
+        eprintln!("SKIP js_cid: run scripts/install-peers.sh");
+        return None;
+    }
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(file)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
