@@ -198,12 +198,17 @@ fn offline_daemon_answers_the_cli_but_fetches_nothing() {
         .unwrap();
     let mut line = String::new();
     use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "Daemon is ready (offline)");
     let cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
     let (code, _, stderr) = output(ferry(a.path()).args(["pull", cid]));
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(code, 1);
-    assert_eq!(stderr.trim(), format!("ferry: pull {cid}: the daemon is offline"));
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: pull {cid}: the daemon is offline")
+    );
 }
