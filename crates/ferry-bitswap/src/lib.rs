@@ -56,6 +56,7 @@ use libp2p::PeerId;
 use tokio::sync::{watch, Semaphore};
 
 pub use client::Session;
+pub use inbound::{BitswapProtocols, InboundBehaviour, InboundHandler, InboundStreams};
 pub use store::{Blockstore, MemoryBlockstore};
 
 /// Errors of the Bitswap client and of starting the service.
@@ -271,8 +272,32 @@ impl Bitswap {
     /// `libp2p_stream::Behaviour`): registers inbound handlers on every Bitswap protocol ID and
     /// spawns the tasks that read them and rebroadcast wants. Must be called inside a tokio
     /// runtime.
+    ///
+    /// libp2p-stream drops inbound streams that arrive while one is waiting to be taken, and
+    /// kubo and Helia open one stream per reply: for those peers use [`Bitswap::with_inbound`].
     pub fn new(
         control: libp2p_stream::Control,
+        store: Arc<dyn Blockstore>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        Self::start(control, None, store, config)
+    }
+
+    /// Like [`Bitswap::new`], but takes the peers' streams from an [`InboundBehaviour`] in the
+    /// same swarm (see [`InboundBehaviour::new`]), which queues them instead of dropping
+    /// bursts. `control` still opens the outbound streams.
+    pub fn with_inbound(
+        control: libp2p_stream::Control,
+        inbound: InboundStreams,
+        store: Arc<dyn Blockstore>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        Self::start(control, Some(inbound), store, config)
+    }
+
+    fn start(
+        control: libp2p_stream::Control,
+        inbound: Option<InboundStreams>,
         store: Arc<dyn Blockstore>,
         config: Config,
     ) -> Result<Self, Error> {
@@ -288,7 +313,7 @@ impl Bitswap {
             shutdown: shutdown_rx,
         });
 
-        inbound::start(&inner)?;
+        inbound::start(&inner, inbound)?;
         client::start_timers(&inner);
         Ok(Bitswap {
             inner,

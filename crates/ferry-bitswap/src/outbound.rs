@@ -62,7 +62,10 @@ impl Outbound {
                 ));
             }
             match self.write(&frame).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    crate::inbound::trace_message(self.peer, "sent", message);
+                    return Ok(());
+                }
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "bitswap stream broke, reopening");
                     self.stream = None;
@@ -100,6 +103,7 @@ impl Outbound {
             let open = self.control.open_stream(self.peer, protocol);
             match tokio::time::timeout(self.timeout, open).await {
                 Ok(Ok(stream)) => {
+                    tracing::trace!(peer = %self.peer, ?version, "opened bitswap stream");
                     self.first_version = index;
                     return Ok((stream, version));
                 }
