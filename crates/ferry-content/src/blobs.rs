@@ -30,13 +30,33 @@ impl Store {
         })
     }
 
-    /// Reads a whole stored blob (for manifests and configs; stream layers with `open_blob`).
+    /// Reads a whole stored blob and checks it against its digest (for manifests and configs;
+    /// stream layers with [`Store::open_blob_verified`]).
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
         let mut bytes = Vec::new();
         self.open_blob(digest)?
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&self.blob_path(digest), e))?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(Error::CorruptBlob {
+                digest: digest.clone(),
+                actual,
+            });
+        }
         Ok(bytes)
+    }
+
+    /// Opens a stored blob as a reader that checks the bytes against the digest as they pass:
+    /// reading past the end of a blob that does not match is an error (`InvalidData`) instead
+    /// of a clean end of file.
+    pub fn open_blob_verified(&self, digest: &Digest) -> Result<VerifiedBlob, Error> {
+        let file = self.open_blob(digest)?;
+        Ok(VerifiedBlob {
+            file,
+            digest: digest.clone(),
+            hasher: Some(Sha256::new()),
+        })
     }
 
     /// Stores `bytes` as a blob (nothing is written when it is already there) and returns its
@@ -69,6 +89,7 @@ impl Store {
             .tempfile_in(&dir)
             .map_err(|e| Error::io(&dir, e))?;
         let (file, path) = file.keep().map_err(|e| Error::io(&dir, e.error))?;
+        lock_exclusive(&file).map_err(|e| Error::io(&path, e))?;
         Ok(Ingest {
             blobs: self.root.join("blobs/sha256"),
             path,
@@ -93,6 +114,35 @@ impl Store {
             written: 0,
         };
         ingest.commit(Some((expected, size))).map(|_| ())
+    }
+}
+
+/// A stored blob read through its digest check (see [`Store::open_blob_verified`]).
+pub struct VerifiedBlob {
+    file: File,
+    digest: Digest,
+    hasher: Option<Sha256>,
+}
+
+impl Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        match (n, self.hasher.as_mut()) {
+            (0, Some(_)) => {
+                let hasher = self.hasher.take().unwrap_or_default();
+                let actual = Digest::from_bytes(hasher.finalize().into());
+                if actual != self.digest {
+                    let e = Error::CorruptBlob {
+                        digest: self.digest.clone(),
+                        actual,
+                    };
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            (_, Some(h)) => h.update(&buf[..n]),
+            (_, None) => {}
+        }
+        Ok(n)
     }
 }
 
@@ -210,4 +260,55 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
         .open(dir)
         .map_err(|e| Error::io(dir, e))?;
     d.sync_all().map_err(|e| Error::io(dir, e))
+}
+
+/// Takes an exclusive `flock` on `file` without waiting. The lock lives as long as the file is
+/// open, so a crashed writer leaves an unlocked file that [`sweep_ingest`] may remove.
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock only reads the descriptor number, which `file` keeps open for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// How old a leftover must be before a sweep removes it: a writer creates its file and locks it
+/// within microseconds, so a minute rules out racing one that is starting.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes ingest files that no process writes (an interrupted pull or load left them).
+pub(crate) fn sweep_ingest(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > LEFTOVER_AGE);
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if old && lock_exclusive(&file).is_ok() {
+            tracing::info!(path = %path.display(), "removing an interrupted ingest file");
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// Removes scratch entries older than a day from `dir` (the store's `tmp/`).
+// TODO: the garbage collector of issue 5 replaces this age rule with leases.
+pub(crate) fn sweep_tmp(dir: &Path) {
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > day);
+        if old {
+            let path = entry.path();
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
 }

@@ -44,6 +44,14 @@ pub enum Error {
         /// What was written.
         actual: u64,
     },
+    /// A stored blob no longer hashes to its name (the disk or someone changed it).
+    #[error("blob {digest} is corrupt: its bytes hash to {actual}")]
+    CorruptBlob {
+        /// The blob.
+        digest: Digest,
+        /// What its bytes hash to now.
+        actual: Digest,
+    },
     /// Something asked for is not in the store.
     #[error("{0} not found")]
     NotFound(String),
@@ -73,6 +81,7 @@ impl Error {
         match self {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::InvalidInput,
+            Error::CorruptBlob { .. } => ErrorKind::Unavailable,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

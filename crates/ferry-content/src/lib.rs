@@ -19,7 +19,7 @@ mod blobs;
 mod error;
 mod meta;
 
-pub use blobs::Ingest;
+pub use blobs::{Ingest, VerifiedBlob};
 pub use error::{Error, ErrorKind};
 pub use meta::{BlockEntry, BlockLocation, ImageRecord};
 
@@ -42,6 +42,8 @@ impl Store {
             std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }
         let db = meta::open_db(&root.join("meta.db"))?;
+        blobs::sweep_ingest(&root.join("ingest"));
+        blobs::sweep_tmp(&root.join("tmp"));
         Ok(Store {
             root,
             db: Mutex::new(db),

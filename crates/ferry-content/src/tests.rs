@@ -107,3 +107,35 @@ fn images_are_shared_between_two_open_stores_of_one_root() {
     assert_eq!(got.target, d);
     assert_eq!(b.list_images().unwrap().len(), 1);
 }
+
+#[test]
+fn a_blob_changed_on_disk_is_reported_corrupt() {
+    let (_d, s) = store();
+    let digest = s.write_blob(b"{\"a\":1}", None).unwrap();
+    std::fs::write(s.blob_path(&digest), b"{\"a\":2}").unwrap();
+    let err = s.read_blob(&digest).unwrap_err();
+    let actual = Digest::of(b"{\"a\":2}");
+    assert_eq!(
+        err.to_string(),
+        format!("blob {digest} is corrupt: its bytes hash to {actual}")
+    );
+    let mut reader = s.open_blob_verified(&digest).unwrap();
+    let err = std::io::Read::read_to_end(&mut reader, &mut Vec::new()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn opening_the_store_removes_abandoned_ingest_files_only() {
+    let (dir, s) = store();
+    let live = s.ingest().unwrap();
+    let abandoned = dir.path().join("ingest/blob-abandoned");
+    std::fs::write(&abandoned, b"partial").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for path in [&abandoned, &live.path().to_path_buf()] {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(hour_ago).unwrap();
+    }
+    let _again = Store::open(dir.path()).unwrap();
+    assert!(!abandoned.exists(), "an unlocked old ingest file survived");
+    assert!(live.path().exists(), "an ingest file in use was removed");
+}
