@@ -145,6 +145,15 @@ impl FromStr for Reference {
                 "repository must be lowercase letters, digits and separators",
             ));
         }
+        if let Some((_, port)) = domain.rsplit_once(':') {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(invalid("bad registry port"));
+            }
+        }
+        // distribution-spec: clients cap host + "/" + name at 255 characters
+        if domain.len() + 1 + repository.len() > 255 {
+            return Err(invalid("name longer than 255 characters"));
+        }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
@@ -220,5 +229,13 @@ mod tests {
         );
         assert!("ipfs://nope".parse::<Reference>().is_err());
         assert!("a:b:c".parse::<Reference>().is_err());
+        let e = "127.0.0.1:99999/x:y".parse::<Reference>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid reference \"127.0.0.1:99999/x:y\": bad registry port"
+        );
+        assert!(format!("reg.io/{}", "a".repeat(300))
+            .parse::<Reference>()
+            .is_err());
     }
 }
