@@ -19,6 +19,7 @@ mod error;
 mod json;
 mod layout;
 mod pull;
+pub mod server;
 
 pub use archive::{load_archive, LoadedImage};
 pub use error::{Error, ErrorKind};

@@ -13,9 +13,11 @@ mod error;
 mod fetch;
 mod identity;
 mod node;
+mod reader;
 
 pub use add::{add_blob, add_bytes, add_reader, StoreBlocks};
 pub use error::Error;
 pub use fetch::{fetch_blob, FetchProgress};
 pub use identity::load_or_create_identity;
 pub use node::{Node, NodeConfig, NodeInfo};
+pub use reader::{read_range, BlobDownload, BlockSource, ReadOptions};

@@ -171,6 +171,8 @@ pub enum IpfsCommand {
     Cat(CatArgs),
     /// The peers of the running daemon.
     Swarm(SwarmArgs),
+    /// The read-only registry endpoint for IPFS images (HOST:PORT/ipfs/CID).
+    Registry(crate::registry::RegistryArgs),
 }
 
 /// `ferry ipfs add`.

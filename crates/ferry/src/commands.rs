@@ -34,6 +34,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             IpfsCommand::Swarm(args) => runtime
                 .block_on(crate::ipfs::swarm(&ctx, args.command))
                 .map(|_| 0),
+            IpfsCommand::Registry(args) => runtime
+                .block_on(crate::registry::registry(&ctx, args))
+                .map(|_| 0),
         },
     }
 }

@@ -11,6 +11,7 @@ mod daemon;
 mod ipfs;
 mod network;
 mod output;
+mod registry;
 mod run;
 
 use clap::Parser;

@@ -370,3 +370,128 @@ pub fn js_cid(file: &Path) -> Option<String> {
     );
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// True when the program `tool` runs (`tool --version`). Otherwise prints a SKIP line and
+/// returns false, or panics when FERRY_REQUIRE_PEERS is set.
+pub fn tool_installed(test: &str, tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    let why = format!("{tool} is not installed (scripts/setup.sh installs it)");
+    if std::env::var_os("FERRY_REQUIRE_PEERS").is_some() {
+        panic!("{test}: {why}, and FERRY_REQUIRE_PEERS is set");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+/// A `ferry ipfs registry serve` on a free loopback port, killed and waited for when dropped.
+pub struct RegistryServe {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl RegistryServe {
+    /// Starts the endpoint on `root` with `extra` flags and waits for its address line.
+    pub fn start(root: &Path, extra: &[&str]) -> RegistryServe {
+        let mut child = ferry(root)
+            .args(["ipfs", "registry", "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ferry ipfs registry serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("Registry listening on ") {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("registry endpoint printed no address within 30s");
+        RegistryServe { child, addr }
+    }
+}
+
+impl Drop for RegistryServe {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer read by [`http`].
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` as written (the path is not
+/// normalised, so `..` reaches the server) and reads the whole answer.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
