@@ -38,4 +38,12 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// The private network key file is unreadable or malformed.
+    #[error("swarm key {path}: {why}")]
+    SwarmKey {
+        /// The key file.
+        path: String,
+        /// Why.
+        why: String,
+    },
 }

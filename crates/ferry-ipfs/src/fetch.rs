@@ -52,7 +52,7 @@ pub async fn fetch_blob(
     let mut inline = Vec::new();
     let mut leaves = Vec::new();
     let mut pending = FuturesUnordered::new();
-    pending.push(get_block(bitswap, store, root, 0, timeout));
+    pending.push(get_block(bitswap, store, root, 0, timeout, true));
     let mut queued: VecDeque<(Cid, u64)> = VecDeque::new();
     let mut file_size = None;
     while let Some(result) = pending.next().await {
@@ -90,7 +90,7 @@ pub async fn fetch_blob(
             let Some((cid, offset)) = queued.pop_front() else {
                 break;
             };
-            pending.push(get_block(bitswap, store, cid, offset, timeout));
+            pending.push(get_block(bitswap, store, cid, offset, timeout, false));
         }
     }
     let (digest, size) = ingest.commit(expected)?;
@@ -121,12 +121,16 @@ fn check_range(root: Cid, offset: u64, len: u64, limit: u64) -> Result<(), Error
     }
 }
 
+/// One block, from the store or over Bitswap. For the file's `root`, the DHT is asked for
+/// providers when no connected peer sends it soon (see [`crate::Node::routed`]); the other
+/// blocks come from the peers that sent the root, as boxo's sessions do (formats 2.7).
 async fn get_block(
     bitswap: &Bitswap,
     store: &Arc<Store>,
     cid: Cid,
     offset: u64,
     timeout: Duration,
+    root: bool,
 ) -> Result<(Cid, u64, Bytes), Error> {
     let local = {
         let store = store.clone();
@@ -140,6 +144,10 @@ async fn get_block(
         }
         tracing::warn!(%cid, "local block does not match its CID; fetching it again");
     }
-    let data = bitswap.get(cid, timeout).await?;
+    let data = if root {
+        crate::routing::get_searching(bitswap, cid, timeout).await?
+    } else {
+        bitswap.get(cid, timeout).await?
+    };
     Ok((cid, offset, data))
 }

@@ -4,32 +4,28 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cid::Cid;
 use ferry_bitswap::Bitswap;
 use ferry_content::Store;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
-use serde::{Deserialize, Serialize};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{Error, StoreBlocks};
+use crate::routing::{self, Dht, Router, BOOTSTRAP_LOW_WATER};
+use crate::swarm::{build_swarm, Behaviour, BehaviourEvent};
+use crate::{Error, NodeConfig, StoreBlocks};
 
 /// How often configured peers that are not connected are dialed again.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What the node listens on and whom it dials.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NodeConfig {
-    /// Addresses to listen on (`/ip4/0.0.0.0/tcp/4001`); none for a client-only node.
-    pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start and to keep dialing while they are not connected.
-    pub peers: Vec<Multiaddr>,
-}
+/// How often the bootstrap peers are dialed again while few peers are connected (kubo's
+/// bootstrap period).
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A snapshot of the node's state, as `ferry ipfs id` shows it.
 #[derive(Clone, Debug)]
@@ -42,19 +38,12 @@ pub struct NodeInfo {
     pub connected: Vec<(PeerId, Multiaddr)>,
 }
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
-    /// Takes the peers' Bitswap streams: libp2p-stream would drop kubo's bursts of them.
-    bitswap_inbound: ferry_bitswap::InboundBehaviour,
-}
-
-enum Command {
+pub(crate) enum Command {
     Info(oneshot::Sender<NodeInfo>),
     Dial(Multiaddr),
     Connect(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
+    Provide(Vec<Cid>),
+    FindProviders(Cid, oneshot::Sender<usize>),
 }
 
 /// A running IPFS node. Dropping it stops the swarm.
@@ -66,8 +55,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Builds the swarm with `key`, listens, dials `config.peers` and starts serving blocks
-    /// from `store`. Returns once every listener has its address. Must run inside tokio.
+    /// Builds the swarm with `key`, listens, dials `config.peers` and the bootstrap peers,
+    /// starts mDNS when enabled, and starts serving blocks from `store`. The DHT runs in
+    /// server mode when the node listens, else in client mode. Returns once every listener
+    /// has its address. Must run inside tokio.
     pub async fn start(
         key: Keypair,
         store: Arc<Store>,
@@ -75,7 +66,7 @@ impl Node {
     ) -> Result<Node, Error> {
         let peer_id = key.public().to_peer_id();
         let bitswap_config = ferry_bitswap::Config::default();
-        let (mut swarm, inbound) = build_swarm(key, bitswap_config.max_inbound_streams)?;
+        let (mut swarm, inbound) = build_swarm(key, config, bitswap_config.max_inbound_streams)?;
         let control = swarm.behaviour().stream.new_control();
         let blocks = Arc::new(StoreBlocks(store));
         let bitswap = Bitswap::with_inbound(control, inbound, blocks, bitswap_config)?;
@@ -87,12 +78,14 @@ impl Node {
         let mut state = State {
             bitswap: Some(bitswap.clone()),
             peers: config.peers.clone(),
+            bootstrap: config.bootstrap_addrs(),
             ..Default::default()
         };
         state
             .wait_for_listeners(&mut swarm, config.listen.len())
             .await?;
         state.dial_missing(&mut swarm);
+        routing::dial_bootstrap(&mut swarm, &state.bootstrap);
         let (commands, rx) = mpsc::channel(16);
         let task = tokio::spawn(state.run(swarm, rx));
         Ok(Node {
@@ -146,6 +139,26 @@ impl Node {
         result.map_err(|e| Error::Node(format!("connect {addr}: {e}")))
     }
 
+    /// Announces in the DHT that this node provides `cids` (their multihashes), now and every
+    /// 22 h while it runs. Returns once the announcements are started; they go on in the
+    /// background.
+    pub async fn provide(&self, cids: Vec<Cid>) -> Result<(), Error> {
+        self.commands
+            .send(Command::Provide(cids))
+            .await
+            .map_err(|_| Error::Node("the node has stopped".into()))
+    }
+
+    /// Runs `fut` (a fetch such as [`crate::fetch_blob`], or anything calling it) so that a
+    /// file whose root block no connected peer sends within a second is looked up in the DHT,
+    /// and up to 10 of its providers are dialed.
+    pub async fn routed<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let router = Router {
+            commands: self.commands.clone(),
+        };
+        routing::scoped(router, fut).await
+    }
+
     /// Waits until at least one peer is connected or `timeout` passes; returns the number of
     /// connected peers.
     pub async fn wait_for_peers(&self, timeout: Duration) -> usize {
@@ -166,53 +179,12 @@ impl Node {
     }
 }
 
-/// Streams per yamux connection: set so high only to cap each stream's receive window (see
-/// `yamux_config`).
-const YAMUX_MAX_STREAMS: usize = 4094;
-
-/// rust-yamux refuses frames over 1 MiB and closes the connection, while js-libp2p's yamux
-/// (Helia) sends frames as large as the window we grant. Its windows grow per stream up to
-/// 1 GiB (fixed) minus 256 KiB for each allowed stream, so 4094 streams keep every window,
-/// and so every frame, within 256 KiB + 512 KiB.
-fn yamux_config() -> yamux::Config {
-    let mut config = yamux::Config::default();
-    config.set_max_num_streams(YAMUX_MAX_STREAMS);
-    config
-}
-
-fn build_swarm(
-    key: Keypair,
-    inbound_capacity: usize,
-) -> Result<(Swarm<Behaviour>, ferry_bitswap::InboundStreams), Error> {
-    let node_err = |e: String| Error::Node(e);
-    let (bitswap_inbound, inbound) = ferry_bitswap::InboundBehaviour::new(inbound_capacity);
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux_config,
-        )
-        .map_err(|e| node_err(e.to_string()))?
-        .with_behaviour(|key| Behaviour {
-            identify: identify::Behaviour::new(
-                identify::Config::new("ipfs/0.1.0".into(), key.public())
-                    .with_agent_version(format!("ferry/{}", env!("CARGO_PKG_VERSION"))),
-            ),
-            ping: ping::Behaviour::default(),
-            stream: libp2p_stream::Behaviour::new(),
-            bitswap_inbound,
-        })
-        .map_err(|e| node_err(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
-    Ok((swarm, inbound))
-}
-
 #[derive(Default)]
 struct State {
     bitswap: Option<Bitswap>,
     peers: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    dht: Dht,
     listen_addrs: Vec<Multiaddr>,
     /// One address per connected peer.
     connected: HashMap<PeerId, Multiaddr>,
@@ -246,6 +218,9 @@ impl State {
 
     async fn run(mut self, mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        bootstrap.reset();
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -257,25 +232,42 @@ impl State {
                         self.remember(&addr);
                         dial(&mut swarm, addr);
                     }
-                    Some(Command::Connect(addr, reply)) => {
-                        self.remember(&addr);
-                        let opts = DialOpts::from(addr);
-                        let id = opts.connection_id();
-                        match swarm.dial(opts) {
-                            Ok(()) => {
-                                self.connecting.insert(id, reply);
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(e.to_string()));
-                            }
-                        }
+                    Some(Command::Connect(addr, reply)) => self.connect(&mut swarm, addr, reply),
+                    Some(Command::Provide(cids)) => self.dht.provide(&mut swarm, &cids),
+                    Some(Command::FindProviders(cid, reply)) => {
+                        self.dht.find_providers(&mut swarm, cid, reply);
                     }
                 },
                 event = swarm.select_next_some() => self.handle(&mut swarm, event),
                 _ = redial.tick() => self.dial_missing(&mut swarm),
+                _ = bootstrap.tick() => {
+                    if self.connected.len() < BOOTSTRAP_LOW_WATER {
+                        routing::dial_bootstrap(&mut swarm, &self.bootstrap);
+                    }
+                }
+                _ = housekeeping.tick() => self.dht.tick(&mut swarm),
             }
         }
         tracing::debug!("ipfs node stopped");
+    }
+
+    fn connect(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, String>>,
+    ) {
+        self.remember(&addr);
+        let opts = DialOpts::from(addr);
+        let id = opts.connection_id();
+        match swarm.dial(opts) {
+            Ok(()) => {
+                self.connecting.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
     }
 
     fn remember(&mut self, addr: &Multiaddr) {
@@ -306,15 +298,27 @@ impl State {
         }
     }
 
-    fn handle(&mut self, _swarm: &mut Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>) {
+    fn handle(&mut self, swarm: &mut Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>) {
         let Some(bitswap) = self.bitswap.as_ref() else {
             return;
         };
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                // Announced as kubo announces its listen addresses: provider records and
+                // identify carry them, so peers that learn of us through the DHT can dial.
+                swarm.add_external_address(address.clone());
                 self.listen_addrs.push(address);
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                swarm.remove_external_address(&address);
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.dht.on_kad(swarm, event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                routing::on_identify(swarm, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => routing::on_mdns(swarm, event),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,

@@ -67,6 +67,10 @@ pub struct NetArgs {
     /// How long to wait for any one block before giving up (e.g. 30s, 5m).
     #[arg(long, default_value = "3m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// The private network key (kubo's swarm.key format); default: ROOT/swarm.key if present.
+    /// Ignored when a daemon runs (it has its own key).
+    #[arg(long, value_name = "FILE")]
+    pub swarm_key: Option<PathBuf>,
 }
 
 /// `ferry pull`.
@@ -147,6 +151,14 @@ pub struct DaemonArgs {
     /// Start no network: only answer the CLI.
     #[arg(long)]
     pub offline: bool,
+    /// Do not look for peers on the local network with mDNS (also `"mdns": false` in
+    /// ROOT/config.json).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Join the private network of this key (kubo's swarm.key format): talk only to peers
+    /// holding the same key. Default: ROOT/swarm.key if present.
+    #[arg(long, value_name = "FILE")]
+    pub swarm_key: Option<PathBuf>,
 }
 
 /// `ferry ipfs`.

@@ -125,6 +125,7 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     })
     .await?
     .with_context(|| format!("push {}", image.name))?;
+    crate::network::announce(ctx, &[cid]);
     if !args.quiet {
         eprintln!(
             "{}: pushed to IPFS in {:.1}s",

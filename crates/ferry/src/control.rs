@@ -36,6 +36,12 @@ pub enum Request {
         /// Its multiaddr.
         addr: String,
     },
+    /// Announce in the DHT that this node provides these CIDs and the roots they refer to
+    /// (an image CID brings in the CIDs of its manifests, config and layers).
+    Provide {
+        /// The CIDs, as text.
+        cids: Vec<String>,
+    },
 }
 
 /// What a daemon answers.

@@ -1,14 +1,17 @@
 //! `ferry daemon`: keeps an IPFS node online on this root's identity, serves what the store
 //! holds to peers, and does network work for the CLI over the control socket.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use ferry_convert::ipfs::pull_image;
+use cid::Cid;
+use ferry_content::Store;
+use ferry_convert::ipfs::{pull_image, MAX_MANIFEST_SIZE};
 use ferry_ipfs::{fetch_blob, Node};
-use ferry_oci::Platform;
+use ferry_oci::{media, Descriptor, Index, Manifest, Platform};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -24,7 +27,10 @@ const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 /// Runs until SIGINT or SIGTERM.
 pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
     let _lock = lock_root(ctx)?;
-    let mut config = ctx.node_config()?;
+    let mut config = crate::network::node_config(ctx, args.swarm_key.as_deref())?;
+    if args.no_mdns {
+        config.mdns = false;
+    }
     if !args.listen.is_empty() {
         config.listen = args.listen;
     } else if config.listen.is_empty() {
@@ -46,6 +52,9 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
     announce(node.as_deref()).await?;
+    if let Some(node) = &node {
+        tokio::spawn(provide_pins(ctx.store.clone(), node.clone()));
+    }
 
     let ctx = Arc::new(Context {
         root: ctx.root.clone(),
@@ -76,6 +85,78 @@ fn lock_root(ctx: &Context) -> Result<Flock<File>> {
     let file = File::create(&path).with_context(|| format!("open {}", path.display()))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|_| anyhow!("another ferry daemon is running on {}", ctx.root.display()))
+}
+
+/// Announces every pinned CID and the roots it refers to (kubo provides what it pins at start
+/// too); the node re-announces them every 22 h.
+async fn provide_pins(store: Arc<Store>, node: Arc<Node>) {
+    let roots = tokio::task::spawn_blocking(move || {
+        let pins = store.pins().unwrap_or_default();
+        let cids: Vec<Cid> = pins.iter().filter_map(|(c, _)| c.parse().ok()).collect();
+        referenced_roots(&store, &cids)
+    })
+    .await
+    .unwrap_or_default();
+    tracing::info!(roots = roots.len(), "announcing pinned content");
+    if let Err(e) = node.provide(roots).await {
+        tracing::warn!(error = %e, "cannot announce pinned content");
+    }
+}
+
+/// Most root CIDs one announcement walks to (a pin of thousands of layers is still fine).
+const MAX_ROOTS: usize = 100_000;
+
+/// `cids` and, for those that are image CIDs (the JSON of a top descriptor), the `ipfs://`
+/// CIDs of every manifest, index, config and layer below them, as `ferry push` wrote them.
+fn referenced_roots(store: &Store, cids: &[Cid]) -> Vec<Cid> {
+    let mut seen: HashSet<Cid> = HashSet::new();
+    let mut roots = Vec::new();
+    let mut todo: Vec<Descriptor> = Vec::new();
+    for cid in cids {
+        if seen.insert(*cid) {
+            roots.push(*cid);
+        }
+        if let Some(top) = small_json::<Descriptor>(store, store.file_blob(cid).ok().flatten()) {
+            todo.push(top);
+        }
+    }
+    while let Some(desc) = todo.pop() {
+        if roots.len() >= MAX_ROOTS {
+            break;
+        }
+        let Some(cid) = desc.ipfs_url().and_then(|u| Cid::try_from(u).ok()) else {
+            continue;
+        };
+        if !seen.insert(cid) {
+            continue;
+        }
+        roots.push(cid);
+        let digest = Some(desc.digest.clone());
+        if media::is_index(&desc.media_type) {
+            if let Some(index) = small_json::<Index>(store, digest) {
+                todo.extend(index.manifests);
+            }
+        } else if media::is_manifest(&desc.media_type) {
+            if let Some(manifest) = small_json::<Manifest>(store, digest) {
+                todo.push(manifest.config);
+                todo.extend(manifest.layers);
+            }
+        }
+    }
+    roots
+}
+
+/// The blob `digest` parsed as JSON, when it is here, small enough for a manifest, and valid.
+fn small_json<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    digest: Option<ferry_oci::Digest>,
+) -> Option<T> {
+    let digest = digest?;
+    let size = std::fs::metadata(store.blob_path(&digest)).ok()?.len();
+    if size > MAX_MANIFEST_SIZE {
+        return None;
+    }
+    serde_json::from_slice(&store.read_blob(&digest).ok()?).ok()
 }
 
 /// Prints what kubo prints when its daemon is up.
@@ -149,7 +230,7 @@ async fn handle(
             };
             let cid: cid::Cid = cid.parse().with_context(|| format!("bad CID {cid}"))?;
             let timeout = Duration::from_millis(timeout_ms);
-            let (digest, _) = fetch_blob(
+            let fetch = fetch_blob(
                 node.bitswap(),
                 &ctx.store,
                 cid,
@@ -157,8 +238,8 @@ async fn handle(
                 u64::MAX,
                 timeout,
                 &|_| {},
-            )
-            .await?;
+            );
+            let (digest, _) = node.routed(fetch).await?;
             Ok(Reply::Fetched {
                 digest: digest.to_string(),
             })
@@ -194,18 +275,34 @@ async fn handle(
                 let _ = progress.send(Reply::Progress { line });
             });
             let timeout = Duration::from_millis(timeout_ms);
-            pull_image(
-                node.bitswap(),
-                &ctx.store,
-                cid,
-                &Platform::host(),
-                timeout,
-                &lines,
-            )
-            .await?;
+            let platform = Platform::host();
+            let pull = pull_image(node.bitswap(), &ctx.store, cid, &platform, timeout, &lines);
+            node.routed(pull).await?;
+            // Pulled images are pinned: this node now serves them too.
+            provide(ctx, node, vec![cid]).await?;
+            Ok(Reply::Done)
+        }
+        Request::Provide { cids } => {
+            let Some(node) = node else {
+                // Announced at the next online start, with every other pin.
+                return Ok(Reply::Done);
+            };
+            let cids = cids
+                .iter()
+                .map(|c| c.parse().with_context(|| format!("bad CID {c}")))
+                .collect::<Result<Vec<Cid>>>()?;
+            provide(ctx, node, cids).await?;
             Ok(Reply::Done)
         }
     }
+}
+
+/// Announces `cids` and the roots they refer to.
+async fn provide(ctx: &Context, node: &Node, cids: Vec<Cid>) -> Result<()> {
+    let store = ctx.store.clone();
+    let roots = tokio::task::spawn_blocking(move || referenced_roots(&store, &cids)).await?;
+    node.provide(roots).await?;
+    Ok(())
 }
 
 /// `addr` ending in `/p2p/PEER`, as kubo prints peers.

@@ -21,6 +21,7 @@ pub fn add(ctx: &Context, args: &AddArgs) -> Result<()> {
         .file_name()
         .map_or_else(|| cid.to_string(), |n| n.to_string_lossy().into_owned());
     ctx.store.pin(&cid, &name)?;
+    crate::network::announce(ctx, &[cid]);
     if args.quiet {
         println!("{cid}");
     } else {

@@ -2,10 +2,12 @@
 //! node started in this process for the duration of the command (with a fresh identity, so it
 //! never poses as the daemon's peer).
 
+use std::path::Path;
+
 use anyhow::{anyhow, bail, Context as _, Result};
 use cid::Cid;
 use ferry_convert::ipfs::pull_image;
-use ferry_ipfs::{fetch_blob, Node};
+use ferry_ipfs::{fetch_blob, Node, NodeConfig, SwarmKey};
 use ferry_oci::{Descriptor, Digest, Platform};
 use libp2p::identity::Keypair;
 
@@ -33,16 +35,16 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
     }
     let (node, dialed) = start_node(ctx, net).await?;
     let progress = ProgressLines::new(show);
-    let result = pull_image(
+    let platform = Platform::host();
+    let pull = pull_image(
         node.bitswap(),
         &ctx.store,
         cid,
-        &Platform::host(),
+        &platform,
         net.timeout,
         &progress,
-    )
-    .await
-    .map_err(anyhow::Error::from);
+    );
+    let result = node.routed(pull).await.map_err(anyhow::Error::from);
     finish(node, dialed, result).await
 }
 
@@ -60,7 +62,7 @@ pub async fn fetch_file(ctx: &Context, cid: Cid, net: &NetArgs) -> Result<Digest
         return Ok(digest.parse()?);
     }
     let (node, dialed) = start_node(ctx, net).await?;
-    let result = fetch_blob(
+    let fetch = fetch_blob(
         node.bitswap(),
         &ctx.store,
         cid,
@@ -68,11 +70,52 @@ pub async fn fetch_file(ctx: &Context, cid: Cid, net: &NetArgs) -> Result<Digest
         u64::MAX,
         net.timeout,
         &|_| {},
-    )
-    .await
-    .map(|(digest, _)| digest)
-    .map_err(anyhow::Error::from);
+    );
+    let result = node
+        .routed(fetch)
+        .await
+        .map(|(digest, _)| digest)
+        .map_err(anyhow::Error::from);
     finish(node, dialed, result).await
+}
+
+/// Has the daemon of this root announce `cids` (and the roots they refer to) in the DHT. With
+/// no daemon running there is nothing to do now: a daemon announces every pin when it starts.
+/// A failure is only a warning: the content is stored and pinned either way.
+pub fn announce(ctx: &Context, cids: &[Cid]) {
+    let request = Request::Provide {
+        cids: cids.iter().map(Cid::to_string).collect(),
+    };
+    // Callers are sync (`ipfs add`) or inside the runtime (`push`): a thread of its own with
+    // a small runtime serves both.
+    let result = std::thread::scope(|scope| {
+        let call = scope.spawn(|| -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(daemon_call(ctx, &request, &|_| {}))?;
+            Ok(())
+        });
+        call.join()
+            .unwrap_or_else(|_| Err(anyhow!("announce thread panicked")))
+    });
+    if let Err(e) = result {
+        eprintln!("ferry: warning: announce to the DHT through the daemon: {e:#}");
+    }
+}
+
+/// The node settings of ROOT/config.json, with the private network key of `swarm_key`, else
+/// of ROOT/swarm.key when that file exists.
+pub fn node_config(ctx: &Context, swarm_key: Option<&Path>) -> Result<NodeConfig> {
+    let mut config = ctx.node_config()?;
+    let default_key = ctx.root.join("swarm.key");
+    let path = swarm_key.or_else(|| default_key.exists().then_some(default_key.as_path()));
+    if let Some(path) = path {
+        let key = SwarmKey::read(path)?;
+        tracing::info!(fingerprint = %key.fingerprint(), "private network");
+        config.swarm_key = Some(key);
+    }
+    Ok(config)
 }
 
 /// Sends `request` to the daemon of this root; None when no daemon runs.
@@ -97,12 +140,14 @@ fn timeout_ms(net: &NetArgs) -> u64 {
     net.timeout.as_millis().min(u64::MAX as u128) as u64
 }
 
-/// A client-only node for this command: no listener, the configured peers plus `--peer`.
+/// A client-only node for this command: no listener (so a DHT client), the configured and
+/// bootstrap peers plus `--peer`, no mDNS (it lives too briefly to wait for answers).
 async fn start_node(ctx: &Context, net: &NetArgs) -> Result<(Node, usize)> {
-    let mut config = ctx.node_config()?;
+    let mut config = node_config(ctx, net.swarm_key.as_deref())?;
     config.listen.clear();
+    config.mdns = false;
     config.peers.extend(net.peers.iter().cloned());
-    let dialed = config.peers.len();
+    let dialed = config.peers.len() + config.bootstrap_addrs().len();
     let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config)
         .await
         .context("start ipfs node")?;
