@@ -120,6 +120,8 @@ pub trait PullProgress: Send + Sync {
     fn bytes(&self, n: u64);
     /// A blob is stored and verified.
     fn blob_done(&self, desc: &Descriptor);
+    /// A blob was already in the store: nothing was fetched.
+    fn blob_cached(&self, desc: &Descriptor);
 }
 
 /// Fetches the image `image_cid` over Bitswap into the store and names it by its CID (the bare
@@ -206,6 +208,10 @@ impl Puller<'_> {
         let cid = Cid::try_from(cid_text).map_err(|e| Error::invalid(cid_text, e))?;
         if is_json(&desc.media_type) && desc.size > MAX_MANIFEST_SIZE {
             return Err(Error::invalid(&desc.digest, "manifest larger than 4 MiB"));
+        }
+        if self.store.has_blob(&desc.digest) {
+            self.progress.blob_cached(desc);
+            return Ok(());
         }
         self.progress.blob_started(desc);
         let on_bytes = |n| self.progress.bytes(n);

@@ -46,8 +46,12 @@ pub fn load_archive(store: &Store, path: &Path) -> Result<Vec<LoadedImage>, Erro
     load(store, path).map_err(|f| f.into_load(path))
 }
 
+const NOT_AN_ARCHIVE: &str =
+    "not a tar archive (expected an OCI or Docker image archive, or an OCI layout directory)";
+
 fn load(store: &Store, path: &Path) -> Result<Vec<LoadedImage>, Fail> {
-    let meta = fs::metadata(path).map_err(|e| Fail::io(path, e))?;
+    // The error names the path once (see `into_load`), so this one does not repeat it.
+    let meta = fs::metadata(path).map_err(|e| Fail::io(Path::new(""), e))?;
     let stem = image_stem(path);
     let source = if meta.is_dir() {
         Source::Dir(path.to_path_buf())
@@ -247,7 +251,8 @@ impl Extracted {
         let mut archive = tar::Archive::new(reader);
         let entries = archive.entries().map_err(|e| Fail::io(path, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Fail::io(path, e))?;
+            // The tar crate's message quotes the bytes it could not parse: say what it means.
+            let entry = entry.map_err(|_| Fail::invalid(NOT_AN_ARCHIVE))?;
             extracted.add(entry)?;
         }
         Ok(extracted)

@@ -94,7 +94,10 @@ impl Fail {
             }
             _ => ErrorKind::Unavailable,
         };
-        Fail::new(kind, format!("{}: {e}", path.display()))
+        match path.as_os_str().is_empty() {
+            true => Fail::new(kind, e.to_string()),
+            false => Fail::new(kind, format!("{}: {e}", path.display())),
+        }
     }
 
     /// The same failure, prefixed with what it concerns (`blob sha256:...`).

@@ -52,9 +52,9 @@ pub enum Command {
 /// `ferry load`.
 #[derive(Args)]
 pub struct LoadArgs {
-    /// The archive (or OCI layout directory) to read.
+    /// The archive (or OCI layout directory) to read; `-` or none reads the archive from stdin.
     #[arg(short, long, value_name = "FILE")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
 }
 
 /// How to reach peers when the command needs the network and no daemon runs on this root.
@@ -226,7 +226,7 @@ pub enum SwarmCommand {
     },
 }
 
-/// Parses `30s`, `5m`, `1h`, `250ms` or plain seconds.
+/// Parses `30s`, `5m`, `1h`, `250ms` or plain seconds: more than zero, at most a year.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -239,6 +239,12 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
     };
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    if !(secs > 0.0 && secs <= YEAR) {
+        return Err(format!(
+            "invalid duration {s:?}: must be more than 0 and at most a year"
+        ));
+    }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
@@ -264,5 +270,12 @@ mod tests {
             super::parse_duration("3x").unwrap_err(),
             "invalid duration \"3x\": use ms, s, m or h"
         );
+        let huge = super::parse_duration("99999999999999999999h").unwrap_err();
+        let limits = "must be more than 0 and at most a year";
+        assert_eq!(
+            huge,
+            format!("invalid duration \"99999999999999999999h\": {limits}")
+        );
+        assert!(super::parse_duration("0").is_err());
     }
 }

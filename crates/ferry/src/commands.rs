@@ -42,12 +42,28 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
 }
 
 fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
-    let loaded = load_archive(&ctx.store, &args.input)
-        .with_context(|| format!("load {}", args.input.display()))?;
-    for image in loaded {
+    // `docker load` reads stdin when no file is named; keep a copy on the store's filesystem
+    // so the loader can move blobs out of it.
+    let stdin_copy;
+    let path = match args.input.as_deref() {
+        Some(p) if p != std::path::Path::new("-") => p,
+        _ => {
+            stdin_copy = tempfile::NamedTempFile::new_in(ctx.store.tmp_dir())?;
+            let mut out = stdin_copy.as_file();
+            std::io::copy(&mut std::io::stdin().lock(), &mut out).context("read stdin")?;
+            stdin_copy.path()
+        }
+    };
+    for image in load_archive(&ctx.store, path)? {
         match image.name {
             Some(name) => println!("Loaded image: {name}"),
-            None => println!("Loaded image: {}", image.target.digest),
+            None => {
+                // An archive entry without a name is kept under its digest, as docker keeps
+                // an untagged image under its ID.
+                let name = image.target.digest.to_string();
+                ctx.store.put_image(&name, &image.target)?;
+                println!("Loaded image ID: {name}");
+            }
         }
     }
     Ok(())
@@ -137,8 +153,8 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     Ok(())
 }
 
-/// Finds a local image by what the user typed: a reference (normalised as Docker does) or a
-/// name as stored.
+/// Finds a local image by what the user typed: a reference (normalised as Docker does), a name
+/// as stored, or its digest or a prefix of the digest's hex (at least 12 digits, as docker IDs).
 pub fn find_image(store: &Store, text: &str) -> Result<ferry_content::ImageRecord> {
     let reference = text.parse::<Reference>().ok();
     let normalised = reference.map(|r| r.image_name());
@@ -146,6 +162,29 @@ pub fn find_image(store: &Store, text: &str) -> Result<ferry_content::ImageRecor
         if let Some(image) = store.get_image(name)? {
             return Ok(image);
         }
+    }
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let matches: Vec<_> = store
+            .list_images()?
+            .into_iter()
+            .filter(|i| i.target.digest.hex().starts_with(hex))
+            .collect();
+        if let Some(first) = matches.first() {
+            if matches
+                .iter()
+                .all(|m| m.target.digest == first.target.digest)
+            {
+                return Ok(first.clone());
+            }
+            bail!(
+                "image ID {text} is ambiguous: {} images match",
+                matches.len()
+            );
+        }
+    }
+    if let Err(e) = text.parse::<Reference>() {
+        return Err(e.into());
     }
     Err(anyhow!("image {text} not found (see `ferry images`)"))
 }
@@ -183,26 +222,54 @@ fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
         images.iter().for_each(|i| println!("{}", i.name));
         return Ok(());
     }
-    println!(
-        "{:<50} {:<20} {:<24} {:>10}",
-        "NAME", "DIGEST", "CREATED", "SIZE"
-    );
     let now = chrono::Utc::now();
+    let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from)];
     for image in images {
         let (created, size) = match summary(&ctx.store, &image.target) {
-            Some((created, size)) => {
-                let age = created.map_or("-".into(), |c| ago((now - c).num_seconds()));
-                (age, human_size(size))
-            }
+            Some((created, size)) => (
+                created.map_or("-".into(), |c| ago((now - c).num_seconds())),
+                human_size(size),
+            ),
             None => ("-".to_string(), "-".to_string()),
         };
-        let digest = format!("sha256:{}", image.target.digest.short());
-        println!(
-            "{:<50} {:<20} {:<24} {:>10}",
-            image.name, digest, created, size
-        );
+        let (repository, tag) = split_name(&image.name);
+        rows.push([repository, tag, image.target.digest.short(), created, size]);
     }
+    print_table(&rows);
     Ok(())
+}
+
+/// `registry/repo:tag` → (`registry/repo`, `tag`); a CID or a digest has no tag.
+fn split_name(name: &str) -> (String, String) {
+    if name.starts_with("sha256:") {
+        return ("<none>".into(), "<none>".into());
+    }
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].rfind(':') {
+        Some(i) => (
+            name[..last_slash + i].to_string(),
+            name[last_slash + i + 1..].to_string(),
+        ),
+        None => (name.to_string(), "<none>".into()),
+    }
+}
+
+/// Columns padded to their widest cell, three spaces apart, as docker prints tables.
+fn print_table(rows: &[[String; 5]]) {
+    let mut widths = [0usize; 5];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", cells.join("   ").trim_end());
+    }
 }
 
 /// Creation time and size (config and layers, as stored) for the host platform.

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod container;
 mod context;
 mod control;
 mod daemon;

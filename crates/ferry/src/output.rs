@@ -37,6 +37,10 @@ impl<F: Fn(String) + Send + Sync> PullProgress for ProgressLines<F> {
     fn blob_done(&self, desc: &Descriptor) {
         (self.sink)(format!("{}: done", desc.digest.short()));
     }
+
+    fn blob_cached(&self, desc: &Descriptor) {
+        (self.sink)(format!("{}: already here", desc.digest.short()));
+    }
 }
 
 /// Sizes as docker prints them (decimal units).

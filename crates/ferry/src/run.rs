@@ -2,7 +2,7 @@
 //! runtime bundle and run it with runc.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::{ImageRecord, Store};
@@ -13,6 +13,7 @@ use ferry_snapshot::{Snapshot, Snapshotter};
 
 use crate::cli::RunArgs;
 use crate::commands::{find_image, pull_registry, resolve_manifest};
+use crate::container::{sweep, ContainerDir};
 use crate::context::Context;
 
 /// Marks a failed run with docker's exit code for it (125: ferry failed before the command
@@ -63,11 +64,14 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
 }
 
 fn run_container(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> Result<i32> {
-    let prepared = prepare(root, store, image, args).map_err(|e| e.context(RunFailed(125)))?;
     let runc = Runc::new(root.join("runc"));
-    let result = runc.run(&prepared.bundle, &prepared.id);
-    let _ = runc.delete(&prepared.id);
-    drop(prepared);
+    let snapshotter = Snapshotter::new(root.join("snapshots")).map_err(|e| anyhow!(e))?;
+    sweep(root, &snapshotter, &runc);
+    let container = prepare(root, store, &snapshotter, image, args);
+    let container = container.map_err(|e| e.context(RunFailed(125)))?;
+    let result = runc.run(&container.bundle, &container.id);
+    let _ = runc.delete(&container.id);
+    container.release(&snapshotter);
     match result {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -77,28 +81,13 @@ fn run_container(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs
     }
 }
 
-/// A container ready to start; dropping it unmounts the rootfs and, with --rm, removes the
-/// container's directories.
-struct Prepared {
-    id: String,
-    bundle: PathBuf,
-    rootfs: PathBuf,
-    snapshotter: Snapshotter,
-    remove: bool,
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        if let Err(e) = self.snapshotter.remove_active(&self.id, &self.rootfs) {
-            tracing::warn!(container = %self.id, error = %e, "cleanup failed");
-        }
-        if self.remove {
-            let _ = std::fs::remove_dir_all(&self.bundle);
-        }
-    }
-}
-
-fn prepare(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> Result<Prepared> {
+fn prepare(
+    root: &Path,
+    store: &Store,
+    snapshotter: &Snapshotter,
+    image: &ImageRecord,
+    args: &RunArgs,
+) -> Result<ContainerDir> {
     let manifest = resolve_manifest(store, &image.target, &Platform::host())?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
         .with_context(|| format!("image config {}", manifest.config.digest))?;
@@ -111,14 +100,14 @@ fn prepare(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> R
             diff_ids.len()
         );
     }
-    let snapshotter = Snapshotter::new(root.join("snapshots"))?;
     let mut lowers: Vec<Snapshot> = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
         let mut open = || -> Result<_, ferry_snapshot::Error> {
-            let file = store
-                .open_blob(&layer.digest)
+            // Checked against the layer's digest as it is read: a corrupt blob fails the apply.
+            let blob = store
+                .open_blob_verified(&layer.digest)
                 .map_err(|e| ferry_snapshot::Error::ReadBlob(std::io::Error::other(e)))?;
-            ferry_snapshot::decompress(Box::new(std::io::BufReader::new(file)))
+            ferry_snapshot::decompress(Box::new(std::io::BufReader::new(blob)))
         };
         let snapshot = snapshotter
             .ensure(lowers.last(), &diff_id.to_string(), &mut open)
@@ -126,32 +115,28 @@ fn prepare(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> R
         lowers.push(snapshot);
     }
 
-    let id = ferry_runtime::new_container_id();
-    let bundle = root.join("containers").join(&id);
-    let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).with_context(|| format!("create {}", rootfs.display()))?;
-    snapshotter.mount_active(&id, &lowers, &rootfs)?;
-    let prepared = Prepared {
-        id,
-        bundle,
-        rootfs,
-        snapshotter,
-        remove: args.rm,
-    };
-
-    let process = ferry_runtime::resolve_process(
-        &process_request(&config, args),
-        &prepared.rootfs,
-        &prepared.id[..12],
-    )?;
-    let spec = ContainerSpec {
-        id: prepared.id.clone(),
-        hostname: prepared.id[..12].to_string(),
-        process,
-        read_only: false,
-    };
-    ferry_runtime::write_bundle(&prepared.bundle, &prepared.rootfs, &spec)?;
-    Ok(prepared)
+    let container = ContainerDir::create(root, &ferry_runtime::new_container_id(), args.rm)?;
+    let bundle = (|| -> Result<()> {
+        snapshotter.mount_active(&container.id, &lowers, &container.rootfs)?;
+        let hostname = container.id[..12].to_string();
+        let request = process_request(&config, args);
+        let process = ferry_runtime::resolve_process(&request, &container.rootfs, &hostname)?;
+        let spec = ContainerSpec {
+            id: container.id.clone(),
+            hostname,
+            process,
+            read_only: false,
+        };
+        ferry_runtime::write_bundle(&container.bundle, &container.rootfs, &spec)?;
+        Ok(())
+    })();
+    match bundle {
+        Ok(()) => Ok(container),
+        Err(e) => {
+            container.release(snapshotter);
+            Err(e)
+        }
+    }
 }
 
 fn process_request(config: &ImageConfig, args: &RunArgs) -> ProcessRequest {

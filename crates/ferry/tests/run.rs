@@ -111,3 +111,64 @@ fn run_by_cid_on_a_second_node_pulls_then_runs() {
     let stdout = ok(ferry(b.path()).args(["run", "--rm", &cid]));
     assert_eq!(stdout, "hello from busybox\n");
 }
+
+#[test]
+fn a_killed_run_is_cleaned_up_by_the_next_run() {
+    if skip_unless_root("a_killed_run_is_cleaned_up_by_the_next_run") {
+        return;
+    }
+    let root = loaded_root();
+    let mut child = ferry(root.path())
+        .args(["run", "--rm", "busybox", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let runc_list = || {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(root.path().join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while runc_list().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let id = runc_list();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // runc still holds the container's lock: a run now leaves it alone
+    ok(ferry(root.path()).args(["run", "--rm", "busybox", "true"]));
+    assert!(root.path().join("containers").join(&id).exists());
+    // once the container is gone, the next run removes what the killed run left
+    let status = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root.path().join("runc"))
+        .args(["kill", &id, "KILL"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        ok(ferry(root.path()).args(["run", "--rm", "busybox", "true"]));
+        if !root.path().join("containers").join(&id).exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed run's container was never removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(root.path().to_str().unwrap()),
+        "a mount was left behind"
+    );
+    assert_eq!(runc_list(), "");
+}

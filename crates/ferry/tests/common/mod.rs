@@ -371,6 +371,59 @@ pub fn js_cid(file: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+impl Daemon {
+    /// Starts a daemon from a prepared command (`ip netns exec NS ferry --root R daemon ...`)
+    /// and waits until it is ready; killed by its PID when dropped, like [`Daemon::start`].
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut addr = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("Swarm listening on ") {
+                    addr.get_or_insert(a.to_string());
+                }
+                if line.starts_with("Daemon is ready") {
+                    let _ = tx.send(addr.take());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{cmd:?} did not say it was ready within 20s"))
+            .expect("daemon printed no listen address");
+        Daemon { child, addr }
+    }
+
+    /// The daemon's peer ID (the end of its address).
+    pub fn peer_id(&self) -> String {
+        self.addr.rsplit('/').next().unwrap().to_string()
+    }
+}
+
+/// Polls `ferry ipfs swarm peers` on `root` until every peer ID of `want` is connected, for at
+/// most `limit`; returns the last listing.
+pub fn wait_for_swarm_peers(root: &Path, want: &[String], limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, listing, _) = output(ferry(root).args(["ipfs", "swarm", "peers"]));
+        if want.iter().all(|p| listing.contains(p.as_str())) {
+            return listing;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peers {want:?} not connected to {} within {limit:?}; connected: {listing}",
+            root.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// True when the program `tool` runs (`tool --version`). Otherwise prints a SKIP line and
 /// returns false, or panics when FERRY_REQUIRE_PEERS is set.
 pub fn tool_installed(test: &str, tool: &str) -> bool {
@@ -493,58 +546,5 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> H
         status,
         headers,
         body: raw[split + 4..].to_vec(),
-    }
-}
-
-impl Daemon {
-    /// Starts a daemon from a prepared command (`ip netns exec NS ferry --root R daemon ...`)
-    /// and waits until it is ready; killed by its PID when dropped, like [`Daemon::start`].
-    pub fn spawn(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut addr = None;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("Swarm listening on ") {
-                    addr.get_or_insert(a.to_string());
-                }
-                if line.starts_with("Daemon is ready") {
-                    let _ = tx.send(addr.take());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("{cmd:?} did not say it was ready within 20s"))
-            .expect("daemon printed no listen address");
-        Daemon { child, addr }
-    }
-
-    /// The daemon's peer ID (the end of its address).
-    pub fn peer_id(&self) -> String {
-        self.addr.rsplit('/').next().unwrap().to_string()
-    }
-}
-
-/// Polls `ferry ipfs swarm peers` on `root` until every peer ID of `want` is connected, for at
-/// most `limit`; returns the last listing.
-pub fn wait_for_swarm_peers(root: &Path, want: &[String], limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (_, listing, _) = output(ferry(root).args(["ipfs", "swarm", "peers"]));
-        if want.iter().all(|p| listing.contains(p.as_str())) {
-            return listing;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "peers {want:?} not connected to {} within {limit:?}; connected: {listing}",
-            root.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
