@@ -74,7 +74,7 @@ check() {
 
 # The three servers, each started once.
 "$ferry" --root "$work/ferry-a" ipfs add -q "$file" >"$work/ferry.cid"
-"$ferry" --root "$work/ferry-a" daemon --listen /ip4/127.0.0.1/tcp/0 >"$work/ferry.out" 2>/dev/null &
+"$ferry" --root "$work/ferry-a" daemon --listen /ip4/127.0.0.1/tcp/0 --no-registry >"$work/ferry.out" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 200); do grep -q 'Daemon is ready' "$work/ferry.out" && break; sleep 0.1; done
 ferry_cid=$(cat "$work/ferry.cid")

@@ -28,7 +28,7 @@ now() { date +%s.%N; }
 # A: the image, pushed; a daemon serving it; an endpoint on A's store
 "$ferry" --root "$work/a" load -i "$archive" >/dev/null
 cid=$("$ferry" --root "$work/a" push -q ipfs://debian:12)
-"$ferry" --root "$work/a" daemon --listen /ip4/127.0.0.1/tcp/0 > "$work/daemon.out" 2>/dev/null &
+"$ferry" --root "$work/a" daemon --listen /ip4/127.0.0.1/tcp/0 --no-registry > "$work/daemon.out" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 100); do grep -q "Daemon is ready" "$work/daemon.out" && break; sleep 0.1; done
 peer=$(sed -n 's/^Swarm listening on //p' "$work/daemon.out" | head -1)

@@ -41,7 +41,7 @@ if [ -z "$cid" ]; then
   name=$("$ferry" --root "$work/a" images -q | head -1)
   cid=$("$ferry" --root "$work/a" push -q "ipfs://$name")
 fi
-"$ferry" --root "$work/a" daemon --listen /ip4/127.0.0.1/tcp/0 >"$work/a.log" 2>&1 &
+"$ferry" --root "$work/a" daemon --listen /ip4/127.0.0.1/tcp/0 --no-registry >"$work/a.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "Daemon is ready" "$work/a.log" && break; sleep 0.1; done
 addr=$(grep -m1 "Swarm listening on" "$work/a.log" | awk '{print $4}')

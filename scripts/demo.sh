@@ -31,7 +31,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 # then in ROOT.addr (not printed: a command substitution would lose the PID kept for cleanup)
 start_daemon() {
   local r=$1; shift
-  "$ferry" --root "$r" daemon --listen /ip4/127.0.0.1/tcp/0 "$@" >"$r.log" 2>&1 &
+  "$ferry" --root "$r" daemon --listen /ip4/127.0.0.1/tcp/0 --registry 127.0.0.1:0 "$@" >"$r.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q "Daemon is ready" "$r.log" 2>/dev/null && break; sleep 0.1; done
   grep -q "Daemon is ready" "$r.log" || { cat "$r.log" >&2; exit 1; }

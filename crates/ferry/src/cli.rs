@@ -159,6 +159,12 @@ pub struct DaemonArgs {
     /// holding the same key. Default: ROOT/swarm.key if present.
     #[arg(long, value_name = "FILE")]
     pub swarm_key: Option<PathBuf>,
+    /// Serve the registry endpoint (`HOST:PORT/ipfs/CID`) on this address; port 0 picks one.
+    #[arg(long, value_name = "HOST:PORT", default_value = "localhost:5050")]
+    pub registry: String,
+    /// Do not serve the registry endpoint.
+    #[arg(long, conflicts_with = "registry")]
+    pub no_registry: bool,
 }
 
 /// `ferry ipfs`.

@@ -13,7 +13,7 @@ use ferry_convert::ipfs::{pull_image, MAX_MANIFEST_SIZE};
 use ferry_ipfs::{fetch_blob, Node};
 use ferry_oci::{media, Descriptor, Index, Manifest, Platform};
 use nix::fcntl::{Flock, FlockArg};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -47,11 +47,15 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
                 .context("start ipfs node")?,
         ))
     };
+    let registry = match (&node, args.no_registry) {
+        (Some(node), false) => Some(start_registry(ctx, node, &args.registry).await?),
+        _ => None,
+    };
     let socket = ctx.socket_path();
     let _ = std::fs::remove_file(&socket);
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
-    announce(node.as_deref()).await?;
+    announce(node.as_deref(), registry.as_ref()).await?;
     if let Some(node) = &node {
         tokio::spawn(provide_pins(ctx.store.clone(), node.clone()));
     }
@@ -61,12 +65,25 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
         store: ctx.store.clone(),
     });
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = accepted.context("accept on control socket")?;
-                tokio::spawn(serve(ctx.clone(), node.clone(), stream));
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    // Past the bound, new CLI connections wait in the kernel's backlog.
+                    let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                    let (ctx, node) = (ctx.clone(), node.clone());
+                    tokio::spawn(async move {
+                        serve(ctx, node, stream).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors or memory for a moment: the daemon must outlive it.
+                    tracing::warn!(error = %e, "accept on the control socket failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -77,6 +94,35 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
     }
     println!("Received interrupt signal, shut down");
     Ok(())
+}
+
+/// CLI connections served at once; each is one request.
+const MAX_CONTROL_CONNECTIONS: usize = 64;
+/// The longest request line accepted on the control socket.
+const MAX_REQUEST_LINE: u64 = 64 << 10;
+/// How long a CLI may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the registry endpoint and serves it from the store and this node's Bitswap until the
+/// daemon stops; returns the bound address.
+async fn start_registry(
+    ctx: &Context,
+    node: &Arc<Node>,
+    addr: &str,
+) -> Result<std::net::SocketAddr> {
+    use ferry_distribution::server::{self, Backend, ServerConfig};
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("registry endpoint: listen on {addr} (choose another with --registry, or --no-registry)")
+    })?;
+    let bound = listener.local_addr()?;
+    let backend = Backend::new(ctx.store.clone(), Arc::new(node.bitswap().clone()));
+    tokio::spawn(async move {
+        let never = std::future::pending::<()>();
+        if let Err(e) = server::serve(listener, backend, ServerConfig::default(), never).await {
+            tracing::warn!(error = %e, "the registry endpoint stopped");
+        }
+    });
+    Ok(bound)
 }
 
 /// One daemon per root: a second one would pose as the same peer.
@@ -160,7 +206,7 @@ fn small_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Prints what kubo prints when its daemon is up.
-async fn announce(node: Option<&Node>) -> Result<()> {
+async fn announce(node: Option<&Node>, registry: Option<&std::net::SocketAddr>) -> Result<()> {
     let Some(node) = node else {
         println!("Daemon is ready (offline)");
         return Ok(());
@@ -170,16 +216,27 @@ async fn announce(node: Option<&Node>) -> Result<()> {
     for addr in &info.listen_addrs {
         println!("Swarm listening on {addr}/p2p/{}", info.peer_id);
     }
+    if let Some(addr) = registry {
+        println!("Registry listening on {addr}");
+    }
     println!("Daemon is ready");
     Ok(())
 }
 
 async fn serve(ctx: Arc<Context>, node: Option<Arc<Node>>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Ok(Some(line)) = lines.next_line().await else {
+    // One bounded line within a bounded time: a stuck or hostile client costs one slot briefly.
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_LINE));
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0 && line.ends_with('\n')) {
+        let message = "bad request: expected one JSON line of at most 64 KiB".to_string();
+        if let Ok(mut bytes) = serde_json::to_vec(&Reply::Error { message }) {
+            bytes.push(b'\n');
+            let _ = write.write_all(&bytes).await;
+        }
         return;
-    };
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let work = tokio::spawn(async move {
         let result = handle(&ctx, node.as_deref(), &line, tx.clone()).await;

@@ -27,7 +27,7 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
         cid: cid.to_string(),
         timeout_ms: timeout_ms(net),
     };
-    if daemon_call(ctx, &request, &show).await?.is_some() {
+    if daemon_request(ctx, net, &request, &show).await?.is_some() {
         let image = ctx.store.get_image(&cid.to_string())?;
         return image
             .map(|i| i.target)
@@ -55,7 +55,7 @@ pub async fn fetch_file(ctx: &Context, cid: Cid, net: &NetArgs) -> Result<Digest
         cid: cid.to_string(),
         timeout_ms: timeout_ms(net),
     };
-    if let Some(reply) = daemon_call(ctx, &request, &|_| {}).await? {
+    if let Some(reply) = daemon_request(ctx, net, &request, &|_| {}).await? {
         let Reply::Fetched { digest } = reply else {
             bail!("unexpected answer from the daemon")
         };
@@ -118,6 +118,27 @@ pub fn node_config(ctx: &Context, swarm_key: Option<&Path>) -> Result<NodeConfig
     Ok(config)
 }
 
+/// Sends `request` to the daemon of this root, after asking it to dial the command's `--peer`
+/// addresses (it does not know them otherwise); None when no daemon runs.
+async fn daemon_request(
+    ctx: &Context,
+    net: &NetArgs,
+    request: &Request,
+    show: &(dyn Fn(String) + Sync),
+) -> Result<Option<Reply>> {
+    for addr in &net.peers {
+        let connect = Request::SwarmConnect {
+            addr: addr.to_string(),
+        };
+        match daemon_call(ctx, &connect, show).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(_)) => {}
+            Err(e) => eprintln!("ferry: warning: the daemon could not dial {addr}: {e:#}"),
+        }
+    }
+    daemon_call(ctx, request, show).await
+}
+
 /// Sends `request` to the daemon of this root; None when no daemon runs.
 pub async fn daemon_call(
     ctx: &Context,
@@ -148,6 +169,12 @@ async fn start_node(ctx: &Context, net: &NetArgs) -> Result<(Node, usize)> {
     config.mdns = false;
     config.peers.extend(net.peers.iter().cloned());
     let dialed = config.peers.len() + config.bootstrap_addrs().len();
+    if dialed == 0 {
+        bail!(
+            "no peers to fetch from: name one with --peer or in ROOT/config.json, or start \
+             `ferry daemon` (it also finds peers with mDNS and the DHT)"
+        );
+    }
     let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config)
         .await
         .context("start ipfs node")?;

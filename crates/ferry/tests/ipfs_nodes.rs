@@ -212,3 +212,31 @@ fn offline_daemon_answers_the_cli_but_fetches_nothing() {
         format!("ferry: pull {cid}: the daemon is offline")
     );
 }
+
+#[test]
+fn pull_with_no_peer_anywhere_fails_at_once() {
+    let b = tempfile::tempdir().unwrap();
+    let cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = output(ferry(b.path()).args(["pull", cid]));
+    assert_eq!(code, 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ferry: pull {cid}: no peers to fetch from: name one with --peer or in \
+             ROOT/config.json, or start `ferry daemon` (it also finds peers with mDNS and the DHT)"
+        )
+    );
+}
+
+#[test]
+fn peer_flag_reaches_a_running_daemon() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cid = load_and_push(a.path());
+    let daemon_a = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &["--no-mdns"]);
+    let _daemon_b = Daemon::start(b.path(), "/ip4/127.0.0.1/tcp/0", &["--no-mdns"]);
+    let stdout = ok(ferry(b.path()).args(["pull", "--peer", &daemon_a.addr, &cid]));
+    assert_eq!(stdout.trim(), cid);
+}

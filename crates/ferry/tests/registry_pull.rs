@@ -422,3 +422,36 @@ fn range_read_of_a_layer_not_yet_here_streams_only_its_blocks() {
     }
     assert_eq!(sha256sum(&b.path().join("blobs/sha256").join(&hex)), hex);
 }
+
+#[test]
+fn the_daemon_serves_the_registry_endpoint_from_its_store() {
+    let a = tempfile::tempdir().unwrap();
+    common::ok(
+        common::ferry(a.path())
+            .args(["load", "-i"])
+            .arg(common::fixture("busybox.tar")),
+    );
+    let cid = common::ok(common::ferry(a.path()).args(["push", "-q", "ipfs://busybox"]));
+    let cid = cid.trim();
+    let daemon = common::Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let registry = daemon
+        .registry
+        .as_deref()
+        .expect("the daemon printed no registry address");
+
+    let answer = common::http(
+        registry,
+        "GET",
+        &format!("/v2/ipfs/{cid}/manifests/latest"),
+        &[],
+    );
+    assert_eq!(answer.status, 200);
+    let digest = answer.header("docker-content-digest").unwrap().to_string();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let stored = std::fs::read(a.path().join("blobs/sha256").join(hex)).unwrap();
+    assert_eq!(answer.body, stored);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+}

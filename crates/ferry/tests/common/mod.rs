@@ -75,36 +75,21 @@ pub struct Daemon {
     child: Child,
     /// The address peers dial, with /p2p/ID.
     pub addr: String,
+    /// The registry endpoint's `HOST:PORT`, when it serves one.
+    pub registry: Option<String>,
 }
 
 impl Daemon {
-    /// Starts a daemon on `root` listening on `listen`, and waits until it is ready.
+    /// Starts a daemon on `root` listening on `listen` (its registry endpoint on a free port,
+    /// unless `extra` says `--no-registry`), and waits until it is ready.
     pub fn start(root: &Path, listen: &str, extra: &[&str]) -> Daemon {
-        let mut child = ferry(root)
-            .args(["daemon", "--listen", listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ferry daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut addr = None;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("Swarm listening on ") {
-                    addr.get_or_insert(a.to_string());
-                }
-                if line.starts_with("Daemon is ready") {
-                    let _ = tx.send(addr.take());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("daemon did not say it was ready within 20s")
-            .expect("daemon printed no listen address");
-        Daemon { child, addr }
+        let mut cmd = ferry(root);
+        cmd.args(["daemon", "--listen", listen]);
+        if !extra.contains(&"--no-registry") {
+            cmd.args(["--registry", "127.0.0.1:0"]);
+        }
+        cmd.args(extra);
+        Daemon::spawn(cmd)
     }
 
     /// The TCP port the daemon listens on.
@@ -383,21 +368,28 @@ impl Daemon {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut addr = None;
+            let (mut addr, mut registry) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(a) = line.strip_prefix("Swarm listening on ") {
                     addr.get_or_insert(a.to_string());
                 }
+                if let Some(r) = line.strip_prefix("Registry listening on ") {
+                    registry = Some(r.to_string());
+                }
                 if line.starts_with("Daemon is ready") {
-                    let _ = tx.send(addr.take());
+                    let _ = tx.send((addr.take(), registry.take()));
                 }
             }
         });
-        let addr = rx
+        let (addr, registry) = rx
             .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("{cmd:?} did not say it was ready within 20s"))
-            .expect("daemon printed no listen address");
-        Daemon { child, addr }
+            .unwrap_or_else(|_| panic!("{cmd:?} did not say it was ready within 20s"));
+        let addr = addr.expect("daemon printed no listen address");
+        Daemon {
+            child,
+            addr,
+            registry,
+        }
     }
 
     /// The daemon's peer ID (the end of its address).
