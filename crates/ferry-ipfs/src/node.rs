@@ -71,6 +71,7 @@ impl Node {
         let blocks = Arc::new(StoreBlocks(store));
         let bitswap = Bitswap::with_inbound(control, inbound, blocks, bitswap_config)?;
         for addr in &config.listen {
+            check_bindable(addr)?;
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| Error::Node(format!("listen on {addr}: {e}")))?;
@@ -383,4 +384,26 @@ fn without_p2p(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, Protocol::P2p(_)))
         .collect()
+}
+
+/// Binds (and releases) a TCP listen address first: libp2p's listener sets SO_REUSEPORT, so a
+/// port another daemon holds would be shared silently instead of refused, and its errors
+/// can be empty. A plain bind says what is wrong in the OS's words.
+fn check_bindable(addr: &Multiaddr) -> Result<(), Error> {
+    let mut ip = None;
+    let mut port = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return Ok(());
+    };
+    std::net::TcpListener::bind((ip, port))
+        .map(drop)
+        .map_err(|e| Error::Node(format!("listen on {addr}: {e}")))
 }

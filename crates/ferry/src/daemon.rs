@@ -42,9 +42,7 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
     } else {
         let key = ferry_ipfs::load_or_create_identity(&ctx.root.join("identity.key"))?;
         Some(Arc::new(
-            Node::start(key, ctx.store.clone(), &config)
-                .await
-                .context("start ipfs node")?,
+            Node::start(key, ctx.store.clone(), &config).await?,
         ))
     };
     let registry = match (&node, args.no_registry) {

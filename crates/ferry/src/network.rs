@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use cid::Cid;
 use ferry_convert::ipfs::pull_image;
 use ferry_ipfs::{fetch_blob, Node, NodeConfig, SwarmKey};
@@ -175,9 +175,7 @@ async fn start_node(ctx: &Context, net: &NetArgs) -> Result<(Node, usize)> {
              `ferry daemon` (it also finds peers with mDNS and the DHT)"
         );
     }
-    let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config)
-        .await
-        .context("start ipfs node")?;
+    let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config).await?;
     Ok((node, dialed))
 }
 

@@ -141,9 +141,7 @@ async fn block_source(
     let mut config = ctx.node_config()?;
     config.listen.clear();
     config.peers.extend(args.peers.iter().cloned());
-    let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config)
-        .await
-        .context("start ipfs node")?;
+    let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config).await?;
     if !config.peers.is_empty() && node.wait_for_peers(Duration::from_secs(10)).await == 0 {
         tracing::warn!("no peer connected yet; images not stored here cannot be served");
     }
