@@ -24,7 +24,7 @@ pub const PUBLIC_BOOTSTRAP: &[&str] = &[
 
 /// What the node listens on, whom it dials and how it discovers peers (ROOT/config.json).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Addresses to listen on (`/ip4/0.0.0.0/tcp/4001`); none for a client-only node, which
     /// then also runs the DHT in client mode.

@@ -240,3 +240,18 @@ fn peer_flag_reaches_a_running_daemon() {
     let stdout = ok(ferry(b.path()).args(["pull", "--peer", &daemon_a.addr, &cid]));
     assert_eq!(stdout.trim(), cid);
 }
+
+#[test]
+fn daemon_on_a_port_another_daemon_holds_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let first = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", first.port());
+    let (code, _, stderr) =
+        output(ferry(b.path()).args(["daemon", "--no-registry", "--listen", &listen]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: ipfs node: listen on {listen}: Address already in use (os error 98)")
+    );
+}
