@@ -61,3 +61,5 @@ echo
 echo "Debian version printed by the container on node B: $version"
 echo "image CID: $cid"
 printf 'push %ss   pull over loopback %ss   first run %ss\n' "$push_time" "$pull_time" "$run_time"
+registry=$(sed -n 's/^Registry listening on //p' "$work/b.log")
+echo "node B also serves it to registry clients as $registry/ipfs/$cid (skopeo, containerd, buildah)"
