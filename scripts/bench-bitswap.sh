@@ -12,6 +12,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. "$root/scripts/lib.sh"
 size_mib=${1:-256}
 rounds=${2:-3}
 scripts/install-peers.sh >/dev/null
@@ -46,8 +47,6 @@ kubo() (
 helia() (exec "$node" "$peers/helia/helia-peer.mjs" "$@")
 mkdir -p "$work/kubo-repos"
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); printf "%.2f", (NR % 2) ? v[m] : (v[m] + v[m + 1]) / 2 }'; }
 # Waits for the first JSON line a serving peer prints; echoes "CID MULTIADDR".
 served() {
   local out=$1

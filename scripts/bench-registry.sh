@@ -9,6 +9,7 @@
 # Usage: scripts/bench-registry.sh [RUNS]   (FERRY_BIN=path picks the ferry binary)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib.sh"
 runs=${1:-5}
 ferry=${FERRY_BIN:-$root/target/release/ferry}
 [ -x "$ferry" ] || ferry="$root/target/debug/ferry"
@@ -23,7 +24,6 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
 
 # A: the image, pushed; a daemon serving it; an endpoint on A's store
 "$ferry" --root "$work/a" load -i "$archive" >/dev/null
@@ -47,7 +47,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$reg_port/v2/" >/dev/null && 
 skopeo copy -q --dest-tls-verify=false "oci-archive:$archive" "docker://127.0.0.1:$reg_port/debian:12"
 
 copy() { rm -rf "$work/out"; skopeo copy -q --src-tls-verify=false "$1" "dir:$work/out"; }
-time_it() { local t0; t0=$(now); "$@" >/dev/null; echo "$(now) - $t0" | bc; }
+time_it() { local t0; t0=$(now); "$@" >/dev/null; awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 
 endpoint_local() { copy "docker://127.0.0.1:$ep_port/ipfs/$cid:latest"; }
 endpoint_remote() {
@@ -57,7 +57,7 @@ endpoint_remote() {
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
   local t0; t0=$(now)
   copy "docker://127.0.0.1:$port/ipfs/$cid:latest"
-  echo "$(now) - $t0" | bc > "$work/remote.t"
+  awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }' > "$work/remote.t"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 ferry_pull() { rm -rf "$work/c"; "$ferry" --root "$work/c" pull -q --peer "$peer" "ipfs://$cid"; }
@@ -71,9 +71,10 @@ for i in $(seq "$runs"); do
   times[docker-registry]+="$(time_it registry_copy) "
 done
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# the runs are one line, space-separated: one per line for lib.sh's median
+median_of() { tr ' ' '\n' | grep . | median; }
 echo "image: $archive ($cid), $runs runs each, seconds"
 printf '%-16s %-8s %s\n' side median runs
 for side in endpoint-local endpoint-remote ferry-pull docker-registry; do
-  printf '%-16s %-8.3f %s\n' "$side" "$(echo "${times[$side]}" | median)" "${times[$side]}"
+  printf '%-16s %-8.3f %s\n' "$side" "$(echo "${times[$side]}" | median_of)" "${times[$side]}"
 done

@@ -9,6 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. "$root/scripts/lib.sh"
 image=${1:-debian}
 rounds=${2:-5}
 scripts/setup.sh >/dev/null
@@ -30,9 +31,6 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 reg=127.0.0.1:$port
 pids+=("$("$root/../shared/peers/start-registry.sh" "$reg" "$work/registry")")
 
-now() { date +%s.%N; }
-timed() { local t; t=$(now); "$@" >/dev/null 2>&1; awk -v a="$t" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
-median() { sort -n | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); printf "%.2f", (NR % 2) ? v[m] : (v[m] + v[m + 1]) / 2 }'; }
 
 # node A holds the image and serves it
 "$ferry" --root "$work/a" load -i "$layout" >/dev/null

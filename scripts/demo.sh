@@ -7,6 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. "$root/scripts/lib.sh"
 
 scripts/setup.sh >/dev/null
 echo "== building ferry"
@@ -24,8 +25,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 # start_daemon ROOT [ARGS...]: starts a daemon and waits until it is ready; its address is
 # then in ROOT.addr (not printed: a command substitution would lose the PID kept for cleanup)

@@ -163,6 +163,19 @@ impl Ingest {
         &self.path
     }
 
+    /// Copies the rest of `src` into the blob inside the kernel (`copy_file_range`, no pass
+    /// through user memory); the digest is then computed at commit.
+    pub fn copy_from(&mut self, src: &mut File) -> Result<u64, Error> {
+        self.hasher = None;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::NotFound("ingest file".into()))?;
+        let n = io::copy(src, file).map_err(|e| Error::io(&self.path, e))?;
+        self.written += n;
+        Ok(n)
+    }
+
     /// Writes `data` at `offset`, for blocks that arrive in any order.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         self.hasher = None;

@@ -20,6 +20,23 @@ pub fn add_blob(store: &Store, digest: &Digest, profile: Profile) -> Result<Cid,
     Ok(cid)
 }
 
+/// Adds the regular file at `path`: copied into a new blob inside the kernel, then imported
+/// from the blob (faster than one pass through user memory where writes are the cost).
+/// Returns the root CID and the blob's digest. Blocking.
+pub fn add_file(
+    store: &Store,
+    path: &std::path::Path,
+    profile: Profile,
+) -> Result<(Cid, Digest), Error> {
+    let mut src =
+        std::fs::File::open(path).map_err(|e| Error::Node(format!("{}: {e}", path.display())))?;
+    let mut ingest = store.ingest()?;
+    ingest.copy_from(&mut src)?;
+    let (digest, _) = ingest.commit(None)?;
+    let cid = add_blob(store, &digest, profile)?;
+    Ok((cid, digest))
+}
+
 /// Adds what `reader` yields as a UnixFS file in one pass: the bytes go into a new blob while the
 /// importer hashes the chunks. Returns the root CID and the blob's digest. Blocking.
 pub fn add_reader(
@@ -72,7 +89,20 @@ fn import(
         Target::New(ingest) => ingest.commit(None)?.0,
         Target::Existing(digest) => digest,
     };
-    let mut entries = nodes;
+    index_file(store, root, &digest, nodes, leaves)?;
+    Ok((root, digest))
+}
+
+/// Records a stored UnixFS file: its nodes' bytes (`inline`), its raw leaves as ranges
+/// (`cid, offset, length`) of blob `digest`, and that `root` is that blob whole.
+pub(crate) fn index_file(
+    store: &Store,
+    root: Cid,
+    digest: &Digest,
+    inline: Vec<BlockEntry>,
+    leaves: Vec<(Cid, u64, u64)>,
+) -> Result<(), Error> {
+    let mut entries = inline;
     entries.extend(leaves.into_iter().map(|(cid, offset, length)| BlockEntry {
         cid,
         location: BlockLocation::Blob {
@@ -82,8 +112,8 @@ fn import(
         },
     }));
     store.put_blocks(&entries)?;
-    store.put_file(&root, &digest)?;
-    Ok((root, digest))
+    store.put_file(&root, digest)?;
+    Ok(())
 }
 
 /// Stores `bytes` as a blob and adds it (see [`add_blob`]).

@@ -100,17 +100,7 @@ pub async fn fetch_blob(
             why: format!("file size {size} does not add up"),
         });
     }
-    let mut entries = inline;
-    entries.extend(leaves.into_iter().map(|(cid, offset, length)| BlockEntry {
-        cid,
-        location: BlockLocation::Blob {
-            digest: digest.clone(),
-            offset,
-            length,
-        },
-    }));
-    store.put_blocks(&entries)?;
-    store.put_file(&root, &digest)?;
+    crate::add::index_file(store, root, &digest, inline, leaves)?;
     Ok((digest, size))
 }
 

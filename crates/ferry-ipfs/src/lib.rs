@@ -21,7 +21,7 @@ mod reader;
 mod routing;
 mod swarm;
 
-pub use add::{add_blob, add_bytes, add_reader, StoreBlocks};
+pub use add::{add_blob, add_bytes, add_file, add_reader, StoreBlocks};
 pub use config::{BootstrapPeer, NodeConfig, Routing, SwarmKey, PUBLIC_BOOTSTRAP};
 pub use error::Error;
 pub use fetch::{fetch_blob, FetchProgress};

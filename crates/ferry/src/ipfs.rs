@@ -14,9 +14,15 @@ use crate::network::{daemon_call, fetch_file};
 pub fn add(ctx: &Context, args: &AddArgs) -> Result<()> {
     let path = &args.file;
     let file = std::fs::File::open(path).with_context(|| format!("add {}", path.display()))?;
-    let (cid, _digest) =
-        ferry_ipfs::add_reader(&ctx.store, std::io::BufReader::new(file), Profile::KUBO_V1)
-            .with_context(|| format!("add {}", path.display()))?;
+    let is_file = file.metadata().is_ok_and(|m| m.is_file());
+    let added = match is_file {
+        true => ferry_ipfs::add_file(&ctx.store, path, Profile::KUBO_V1),
+        // pipes and devices can be read only once: import while storing
+        false => {
+            ferry_ipfs::add_reader(&ctx.store, std::io::BufReader::new(file), Profile::KUBO_V1)
+        }
+    };
+    let (cid, _digest) = added.with_context(|| format!("add {}", path.display()))?;
     let name = path
         .file_name()
         .map_or_else(|| cid.to_string(), |n| n.to_string_lossy().into_owned());
