@@ -59,6 +59,7 @@ impl Snapshotter {
                 .create(&path)
                 .map_err(Error::io("create snapshot directory", &path))?;
         }
+        sweep_abandoned_applies(&dir.join("tmp"));
         Ok(Snapshotter { dir })
     }
 
@@ -329,6 +330,24 @@ fn digest_hex(digest: &str) -> Result<&str, Error> {
         Ok(hex)
     } else {
         Err(Error::InvalidDigest(digest.to_string()))
+    }
+}
+
+/// Removes apply directories that an interrupted process left: none has been touched for an
+/// hour (a running apply writes into its directory all the time).
+// TODO: a lock held by the applying process would tell exactly; the garbage collector of
+// issue 5 is the place for it.
+fn sweep_abandoned_applies(tmp: &std::path::Path) {
+    let hour = std::time::Duration::from_secs(3600);
+    for entry in fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > hour);
+        if old {
+            tracing::info!(path = %entry.path().display(), "removing an interrupted layer apply");
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
