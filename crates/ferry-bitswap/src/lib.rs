@@ -64,7 +64,9 @@ pub use store::{Blockstore, MemoryBlockstore};
 pub enum Error {
     /// No peer delivered the block before the timeout.
     #[error(
-        "no peer sent block {cid}: {connected} peers connected, {asked} asked, waited {waited:?}"
+        "no peer sent block {cid}: {connected} peers connected, {asked} asked, waited \
+         {waited:?}{}",
+        corrupt_note(*.dropped)
     )]
     Timeout {
         /// The block wanted (boxed: a CID is 80 bytes).
@@ -75,6 +77,9 @@ pub enum Error {
         asked: usize,
         /// How long the call waited.
         waited: Duration,
+        /// Blocks that arrived during the wait but matched no wanted CID (corrupt or
+        /// unasked-for data), counted over all wants.
+        dropped: u64,
     },
     /// The CID uses a hash this crate cannot verify.
     #[error("cannot verify block {cid}: multihash code {code:#x} is not sha2-256")]
@@ -379,6 +384,7 @@ impl Bitswap {
             });
         }
 
+        let dropped_before = self.inner.counters.snapshot().unwanted_blocks;
         let (waiter, receiver) = client::register(&self.inner, cid, session);
         if let Ok(Ok(bytes)) = tokio::time::timeout(timeout, receiver).await {
             return Ok(bytes);
@@ -386,11 +392,13 @@ impl Bitswap {
 
         let (connected, asked) = self.inner.client().counts(&cid);
         drop(waiter);
+        let dropped = self.inner.counters.snapshot().unwanted_blocks - dropped_before;
         Err(Error::Timeout {
             cid: Box::new(cid),
             connected,
             asked,
             waited: timeout,
+            dropped,
         })
     }
 
@@ -402,5 +410,15 @@ impl Bitswap {
     /// Counters since start.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
+    }
+}
+
+/// The end of a timeout message when blocks matching no want arrived meanwhile.
+fn corrupt_note(dropped: u64) -> String {
+    match dropped {
+        0 => String::new(),
+        n => format!(
+            " ({n} blocks matching no wanted CID were dropped: a peer may send corrupt data)"
+        ),
     }
 }

@@ -244,3 +244,44 @@ async fn server_answers_on_a_stream_it_opens() {
         (1, 1, 1)
     );
 }
+
+#[tokio::test]
+async fn timeout_after_only_corrupt_data_says_so() {
+    let wanted = b"the real block".to_vec();
+    let cid = raw_cid(&wanted);
+    let b = Node::bitswap(empty_store(), Config::default()).await;
+    let mut evil = Node::raw().await;
+    let mut inbound = evil
+        .control
+        .accept(StreamProtocol::new(V120))
+        .expect("accept");
+    b.connect(&evil).await;
+    let fetch = tokio::spawn({
+        let bitswap = b.bs().clone();
+        async move { bitswap.get(cid, Duration::from_secs(2)).await }
+    });
+
+    // The peer answers the want with bytes that do not hash to the CID, and nothing else.
+    let (_, mut wants) = inbound.next().await.expect("want stream");
+    read_frame(&mut wants).await.expect("want message");
+    let mut stream = evil
+        .control
+        .open_stream(b.peer, StreamProtocol::new(V120))
+        .await
+        .expect("open");
+    let forged = block_message(&hex("01551220"), b"forged bytes");
+    stream.write_all(&frame(&forged)).await.expect("write");
+    stream.flush().await.expect("flush");
+
+    let err = fetch
+        .await
+        .expect("task")
+        .expect_err("no real block was sent");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no peer sent block {cid}: 1 peers connected, 1 asked, waited 2s (1 blocks matching \
+             no wanted CID were dropped: a peer may send corrupt data)"
+        )
+    );
+}
