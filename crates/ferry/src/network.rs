@@ -3,6 +3,7 @@
 //! never poses as the daemon's peer).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use cid::Cid;
@@ -41,7 +42,7 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
         &ctx.store,
         cid,
         &platform,
-        net.timeout,
+        block_timeout(net, dialed),
         &progress,
     );
     let result = node.routed(pull).await.map_err(anyhow::Error::from);
@@ -68,7 +69,7 @@ pub async fn fetch_file(ctx: &Context, cid: Cid, net: &NetArgs) -> Result<Digest
         cid,
         None,
         u64::MAX,
-        net.timeout,
+        block_timeout(net, dialed),
         &|_| {},
     );
     let result = node
@@ -169,14 +170,20 @@ async fn start_node(ctx: &Context, net: &NetArgs) -> Result<(Node, usize)> {
     config.mdns = false;
     config.peers.extend(net.peers.iter().cloned());
     let dialed = config.peers.len() + config.bootstrap_addrs().len();
-    if dialed == 0 {
-        bail!(
-            "no peers to fetch from: name one with --peer or in ROOT/config.json, or start \
-             `ferry daemon` (it also finds peers with mDNS and the DHT)"
-        );
-    }
     let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config).await?;
     Ok((node, dialed))
+}
+
+/// How long to wait for a block when no peer is configured: everything must be local then.
+const LOCAL_ONLY_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The wait for any one block: the user's, or next to none when there is nobody to ask.
+fn block_timeout(net: &NetArgs, dialed: usize) -> Duration {
+    if dialed == 0 {
+        LOCAL_ONLY_TIMEOUT
+    } else {
+        net.timeout
+    }
 }
 
 /// Stops the node; an error with no peer connected says so, since that is the likely cause.
@@ -184,6 +191,10 @@ async fn finish<T>(node: Node, dialed: usize, result: Result<T>) -> Result<T> {
     let connected = node.bitswap().peers().len();
     node.shutdown().await;
     match result {
+        Err(_) if dialed == 0 => bail!(
+            "no peers to fetch from: name one with --peer or in ROOT/config.json, or start \
+             `ferry daemon` (it also finds peers with mDNS and the DHT)"
+        ),
         Err(e) if connected == 0 => Err(e.context(format!(
             "no peer connected (dialed {dialed} address(es); name peers with --peer or in ROOT/config.json, or start `ferry daemon`)"
         ))),

@@ -455,3 +455,88 @@ fn the_daemon_serves_the_registry_endpoint_from_its_store() {
         Some("application/vnd.oci.image.manifest.v1+json")
     );
 }
+
+/// Adds `bytes` as a file to `root` and returns its CID.
+fn add_bytes(root: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = root.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    ok(ferry(root).args(["ipfs", "add", "-q"]).arg(&path))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn descriptors_that_lie_about_sizes_get_502_not_a_broken_body() {
+    let a = tempfile::tempdir().unwrap();
+    ok(ferry(a.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]))
+        .trim()
+        .to_string();
+    let top_json = ok(ferry(a.path()).args(["ipfs", "cat", &cid]));
+    let top: serde_json::Value = serde_json::from_str(&top_json).unwrap();
+
+    // a top descriptor that states 5 bytes for the real manifest
+    let mut short = top.clone();
+    short["size"] = 5.into();
+    let short_cid = add_bytes(a.path(), "short.json", short.to_string().as_bytes());
+    // a manifest that states 10 bytes for the real layer, and a descriptor of it
+    let manifest_cid = top["urls"][0]
+        .as_str()
+        .unwrap()
+        .strip_prefix("ipfs://")
+        .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&ok(ferry(a.path()).args(["ipfs", "cat", manifest_cid]))).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    manifest["layers"][0]["size"] = 10.into();
+    let bytes = manifest.to_string();
+    let lying_manifest = add_bytes(a.path(), "manifest.json", bytes.as_bytes());
+    let digest = format!("sha256:{}", sha256sum(&a.path().join("manifest.json")));
+    let lying_top = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": digest, "size": bytes.len(), "urls": [format!("ipfs://{lying_manifest}")],
+    });
+    let lying_cid = add_bytes(a.path(), "top.json", lying_top.to_string().as_bytes());
+
+    let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let registry = daemon.registry.as_deref().unwrap();
+    let answer = http(
+        registry,
+        "GET",
+        &format!("/v2/ipfs/{short_cid}/manifests/latest"),
+        &[],
+    );
+    assert_eq!(
+        answer.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let answer = http(
+        registry,
+        "GET",
+        &format!("/v2/ipfs/{lying_cid}/blobs/{layer}"),
+        &[],
+    );
+    assert_eq!(
+        answer.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(body["errors"][0]["code"], "SIZE_INVALID");
+    // the daemon is still there and serves the honest image
+    let answer = http(
+        registry,
+        "GET",
+        &format!("/v2/ipfs/{cid}/manifests/latest"),
+        &[],
+    );
+    assert_eq!(answer.status, 200);
+}

@@ -94,6 +94,40 @@ fn number(text: &str) -> Option<u64> {
 /// The body for `range` of the blob `entry`: from its stored file, from a download of the whole
 /// blob into the store (started here or shared with other requests), or, for a part of a blob
 /// that is not here, from the blocks under that part only.
+/// Refuses a blob whose descriptor states a size other than its UnixFS file's (the stored
+/// blob's length, or the root block's file size): the size becomes Content-Length, so a wrong
+/// one would send a truncated or mis-framed body.
+pub(crate) async fn check_size(shared: &Shared, entry: &Entry) -> Result<(), ApiError> {
+    let declared = entry.desc.size;
+    let actual = match std::fs::metadata(shared.store.blob_path(&entry.desc.digest)) {
+        Ok(meta) => meta.len(),
+        Err(_) => {
+            let local = shared.store.get_block(&entry.cid).ok().flatten();
+            let block = match local {
+                Some(block) => bytes::Bytes::from(block),
+                None => shared
+                    .source
+                    .get_block(entry.cid, shared.read.timeout)
+                    .await
+                    .map_err(|e| ApiError::unavailable(&format!("ipfs://{}: {e}", entry.cid)))?,
+            };
+            match ferry_unixfs::decode_file_node(&entry.cid, &block) {
+                Ok(ferry_unixfs::FileNode::Data(bytes)) => bytes.len() as u64,
+                Ok(ferry_unixfs::FileNode::Links { filesize, .. }) => filesize,
+                Err(e) => return Err(ApiError::size_invalid(&e.to_string())),
+            }
+        }
+    };
+    if actual != declared {
+        let why = format!(
+            "blob {} is {actual} bytes, its descriptor says {declared}",
+            entry.desc.digest
+        );
+        return Err(ApiError::size_invalid(&why));
+    }
+    Ok(())
+}
+
 pub(crate) async fn body(
     shared: &Shared,
     entry: &Entry,

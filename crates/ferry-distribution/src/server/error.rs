@@ -53,6 +53,17 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", message)
     }
 
+    /// The content behind a descriptor is not the size it states (502: the image is bad,
+    /// not the request).
+    pub(crate) fn size_invalid(why: &str) -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "SIZE_INVALID", why.to_string())
+    }
+
+    /// The blocks could not be fetched (503: may work later).
+    pub(crate) fn unavailable(why: &str) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN", why.to_string())
+    }
+
     pub(crate) fn blob_unknown(what: &str) -> ApiError {
         let message = format!("blob {what} is not in this image");
         ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", message)

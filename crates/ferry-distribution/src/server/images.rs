@@ -158,10 +158,20 @@ async fn children_of(backend: &Backend, entry: &Entry) -> Result<Vec<Descriptor>
 pub(crate) async fn read_json_blob(backend: &Backend, entry: &Entry) -> Result<Vec<u8>, String> {
     let desc = &entry.desc;
     if backend.store.has_blob(&desc.digest) {
-        return backend
+        let bytes = backend
             .store
             .read_blob(&desc.digest)
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())?;
+        // The descriptor's size becomes Content-Length: it must be the bytes' own.
+        if bytes.len() as u64 != desc.size {
+            return Err(format!(
+                "{} is {} bytes, its descriptor says {}",
+                desc.digest,
+                bytes.len(),
+                desc.size
+            ));
+        }
+        return Ok(bytes);
     }
     let bytes = read_all(backend, entry.cid, desc.size).await?;
     let digest = Digest::of(&bytes);

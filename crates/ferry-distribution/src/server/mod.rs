@@ -243,6 +243,7 @@ async fn blob(
         "application/octet-stream"
     };
 
+    blobs::check_size(shared, entry).await?;
     let (status, span) = match blobs::parse_range(range, size) {
         Ranged::Full => (StatusCode::OK, 0..size),
         Ranged::Part(span) => (StatusCode::PARTIAL_CONTENT, span),
