@@ -56,7 +56,15 @@ fn add_then_cat_on_another_node_gives_the_same_bytes() {
         .args(["ipfs", "cat", &cid])
         .output()
         .unwrap();
-    assert_eq!(again.stdout, out.stdout);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        again.stdout == out.stdout,
+        "the second cat printed other bytes"
+    );
 }
 
 #[test]
