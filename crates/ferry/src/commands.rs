@@ -56,13 +56,13 @@ fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
     };
     for image in load_archive(&ctx.store, path)? {
         match image.name {
-            Some(name) => println!("Loaded image: {name}"),
+            Some(name) => outln!("Loaded image: {name}"),
             None => {
                 // An archive entry without a name is kept under its digest, as docker keeps
                 // an untagged image under its ID.
                 let name = image.target.digest.to_string();
                 ctx.store.put_image(&name, &image.target)?;
-                println!("Loaded image ID: {name}");
+                outln!("Loaded image ID: {name}");
             }
         }
     }
@@ -86,7 +86,7 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }
     }
-    println!("{name}");
+    outln!("{name}");
     Ok(())
 }
 
@@ -149,7 +149,7 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    println!("{cid}");
+    outln!("{cid}");
     Ok(())
 }
 
@@ -219,7 +219,7 @@ pub fn resolve_manifest(
 fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
     let images = ctx.store.list_images()?;
     if args.quiet {
-        images.iter().for_each(|i| println!("{}", i.name));
+        images.iter().for_each(|i| outln!("{}", i.name));
         return Ok(());
     }
     let now = chrono::Utc::now();
@@ -268,7 +268,7 @@ fn print_table(rows: &[[String; 5]]) {
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", cells.join("   ").trim_end());
+        outln!("{}", cells.join("   ").trim_end());
     }
 }
 
@@ -308,6 +308,6 @@ async fn id(ctx: &Context) -> Result<()> {
         "Addresses": addrs,
         "AgentVersion": format!("ferry/{}", env!("CARGO_PKG_VERSION")),
     });
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    outln!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }

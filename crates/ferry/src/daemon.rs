@@ -68,13 +68,7 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    // Past the bound, new CLI connections wait in the kernel's backlog.
-                    let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                    let (ctx, node) = (ctx.clone(), node.clone());
-                    tokio::spawn(async move {
-                        serve(ctx, node, stream).await;
-                        drop(slot);
-                    });
+                    tokio::spawn(serve(ctx.clone(), node.clone(), slots.clone(), stream));
                 }
                 Err(e) => {
                     // Out of descriptors or memory for a moment: the daemon must outlive it.
@@ -90,7 +84,7 @@ pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
     if let Some(node) = node.and_then(Arc::into_inner) {
         node.shutdown().await;
     }
-    println!("Received interrupt signal, shut down");
+    outln!("Received interrupt signal, shut down");
     Ok(())
 }
 
@@ -206,60 +200,90 @@ fn small_json<T: serde::de::DeserializeOwned>(
 /// Prints what kubo prints when its daemon is up.
 async fn announce(node: Option<&Node>, registry: Option<&std::net::SocketAddr>) -> Result<()> {
     let Some(node) = node else {
-        println!("Daemon is ready (offline)");
+        outln!("Daemon is ready (offline)");
         return Ok(());
     };
     let info = node.info().await?;
-    println!("PeerID: {}", info.peer_id);
+    outln!("PeerID: {}", info.peer_id);
     for addr in &info.listen_addrs {
-        println!("Swarm listening on {addr}/p2p/{}", info.peer_id);
+        outln!("Swarm listening on {addr}/p2p/{}", info.peer_id);
     }
     if let Some(addr) = registry {
-        println!("Registry listening on {addr}");
+        outln!("Registry listening on {addr}");
     }
-    println!("Daemon is ready");
+    outln!("Daemon is ready");
     Ok(())
 }
 
-async fn serve(ctx: Arc<Context>, node: Option<Arc<Node>>, stream: UnixStream) {
+/// Serves one CLI connection: one request line, then progress lines and one answer. The work
+/// stops when the CLI goes away (Ctrl-C); past [`MAX_CONTROL_CONNECTIONS`] requests at work,
+/// new ones are told the daemon is busy rather than queued.
+async fn serve(
+    ctx: Arc<Context>,
+    node: Option<Arc<Node>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    stream: UnixStream,
+) {
     let (read, mut write) = stream.into_split();
-    // One bounded line within a bounded time: a stuck or hostile client costs one slot briefly.
+    // One bounded line within a bounded time: a stuck or hostile client costs one task briefly.
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_LINE));
     let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
     if !matches!(read, Ok(Ok(n)) if n > 0 && line.ends_with('\n')) {
-        let message = "bad request: expected one JSON line of at most 64 KiB".to_string();
-        if let Ok(mut bytes) = serde_json::to_vec(&Reply::Error { message }) {
-            bytes.push(b'\n');
-            let _ = write.write_all(&bytes).await;
-        }
+        let message = "bad request: expected one line of JSON (UTF-8, at most 64 KiB)";
+        send(
+            &mut write,
+            &Reply::Error {
+                message: message.into(),
+            },
+        )
+        .await;
         return;
     }
+    let Ok(slot) = slots.try_acquire_owned() else {
+        let message = format!("the daemon is busy ({MAX_CONTROL_CONNECTIONS} requests at work)");
+        send(&mut write, &Reply::Error { message }).await;
+        return;
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let work = tokio::spawn(async move {
         let result = handle(&ctx, node.as_deref(), &line, tx.clone()).await;
-        let last = match result {
-            Ok(reply) => reply,
-            Err(e) => Reply::Error {
-                message: format!("{e:#}"),
-            },
-        };
+        let last = result.unwrap_or_else(|e| Reply::Error {
+            message: format!("{e:#}"),
+        });
         let _ = tx.send(last);
+        drop(slot);
     });
-    while let Some(reply) = rx.recv().await {
-        let Ok(mut bytes) = serde_json::to_vec(&reply) else {
-            break;
-        };
-        bytes.push(b'\n');
-        if write.write_all(&bytes).await.is_err() {
-            // The CLI went away (Ctrl-C): stop its work too.
-            work.abort();
-            break;
-        }
-        if !matches!(reply, Reply::Progress { .. }) {
-            break;
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            reply = rx.recv() => {
+                let Some(reply) = reply else { break };
+                let last = !matches!(reply, Reply::Progress { .. });
+                if !send(&mut write, &reply).await {
+                    work.abort();
+                    break;
+                }
+                if last {
+                    break;
+                }
+            }
+            // The CLI sends nothing after its request: a read that ends means it went away.
+            _ = reader.read(&mut probe) => {
+                work.abort();
+                break;
+            }
         }
     }
+}
+
+/// Writes one reply line; false when the CLI is gone.
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> bool {
+    let Ok(mut bytes) = serde_json::to_vec(reply) else {
+        return false;
+    };
+    bytes.push(b'\n');
+    write.write_all(&bytes).await.is_ok()
 }
 
 async fn handle(

@@ -29,9 +29,9 @@ pub fn add(ctx: &Context, args: &AddArgs) -> Result<()> {
     ctx.store.pin(&cid, &name)?;
     crate::network::announce(ctx, &[cid]);
     if args.quiet {
-        println!("{cid}");
+        outln!("{cid}");
     } else {
-        println!("added {cid} {name}");
+        outln!("added {cid} {name}");
     }
     Ok(())
 }
@@ -70,8 +70,8 @@ pub async fn swarm(ctx: &Context, command: SwarmCommand) -> Result<()> {
         );
     };
     match (command, reply) {
-        (SwarmCommand::Peers, Reply::Peers { addrs }) => addrs.iter().for_each(|a| println!("{a}")),
-        (SwarmCommand::Connect { addr }, Reply::Done) => println!("connect {addr} success"),
+        (SwarmCommand::Peers, Reply::Peers { addrs }) => addrs.iter().for_each(|a| outln!("{a}")),
+        (SwarmCommand::Connect { addr }, Reply::Done) => outln!("connect {addr} success"),
         _ => bail!("unexpected answer from the daemon"),
     }
     Ok(())

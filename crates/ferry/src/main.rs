@@ -3,6 +3,14 @@
 //! `main` parses the command line, runs the command, and turns an error into one line on
 //! stderr (`ferry: <what failed>: <why>`) and an exit code.
 
+/// `println!` for results on stdout, except that a closed pipe (`ferry images | head -1`) ends
+/// the process quietly instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
 mod cli;
 mod commands;
 mod container;

@@ -43,6 +43,17 @@ impl<F: Fn(String) + Send + Sync> PullProgress for ProgressLines<F> {
     }
 }
 
+/// Writes one line of results to stdout; a reader that went away (a closed pipe) ends the
+/// process with status 0, as `head` expects of the commands it reads.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|_| out.write_all(b"\n"));
+    if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        std::process::exit(0);
+    }
+}
+
 /// Sizes as docker prints them (decimal units).
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];

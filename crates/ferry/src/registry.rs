@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// ROOT/config.json. Not used with --ipfs-address.
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<Multiaddr>,
+    /// Join the private network of this key (kubo's swarm.key format). Default: ROOT/swarm.key
+    /// if present.
+    #[arg(long, value_name = "FILE")]
+    pub swarm_key: Option<std::path::PathBuf>,
     /// Requests served at once; past it clients get 429 and retry.
     #[arg(long, default_value_t = 128)]
     pub max_requests: usize,
@@ -119,7 +123,7 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<()> {
         max_requests: args.max_requests,
         ..ServerConfig::default()
     };
-    println!("Registry listening on {addr}");
+    outln!("Registry listening on {addr}");
     let backend = Backend::new(ctx.store.clone(), source);
     let result = server::serve(listener, backend, config, shutdown_signal()).await;
     if let Some(node) = node {
@@ -138,8 +142,9 @@ async fn block_source(
         let kubo = KuboSource::new(address).map_err(anyhow::Error::msg)?;
         return Ok((Arc::new(kubo), None));
     }
-    let mut config = ctx.node_config()?;
+    let mut config = crate::network::node_config(ctx, args.swarm_key.as_deref())?;
     config.listen.clear();
+    config.mdns = false;
     config.peers.extend(args.peers.iter().cloned());
     let node = Node::start(Keypair::generate_ed25519(), ctx.store.clone(), &config).await?;
     if !config.peers.is_empty() && node.wait_for_peers(Duration::from_secs(10)).await == 0 {

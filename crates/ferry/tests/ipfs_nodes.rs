@@ -255,3 +255,33 @@ fn daemon_on_a_port_another_daemon_holds_is_refused() {
         format!("ferry: ipfs node: listen on {listen}: Address already in use (os error 98)")
     );
 }
+
+#[test]
+fn abandoned_requests_do_not_tie_up_the_daemon() {
+    use std::io::Write;
+    let a = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &["--no-mdns"]);
+    let socket = a.path().join("ferry.sock");
+    let cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+    let request = format!("{{\"op\":\"pull_ipfs\",\"cid\":\"{cid}\",\"timeout_ms\":600000}}\n");
+    // more abandoned ten-minute pulls than the daemon works on at once, plus idle connections
+    for _ in 0..80 {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+    }
+    let idle: Vec<_> = (0..100)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let started = std::time::Instant::now();
+    let id: serde_json::Value =
+        serde_json::from_str(&ok(ferry(a.path()).args(["ipfs", "id"]))).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "id took {:?}",
+        started.elapsed()
+    );
+    assert!(daemon.addr.ends_with(id["ID"].as_str().unwrap()));
+    drop(idle);
+}

@@ -144,4 +144,16 @@ fn malformed_swarm_key_is_a_one_line_error() {
             root_key.display()
         )
     );
+
+    // the registry endpoint's node reads it too (it must not join the public network instead)
+    let (code, _, stderr) =
+        output(ferry(a.path()).args(["ipfs", "registry", "serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ferry: swarm key {}: the key must be 64 hex digits (32 bytes)",
+            root_key.display()
+        )
+    );
 }
