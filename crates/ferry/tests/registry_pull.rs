@@ -352,20 +352,20 @@ fn blob_ranges_answer_206_and_416() {
         format!("bytes 300000-300099/{size}")
     );
     assert!(
-        part.body == &stored[300000..300100],
+        part.body == stored[300000..300100],
         "the body differs from the stored bytes"
     );
 
     let tail = get("bytes=-10");
     assert_eq!(tail.status, 206);
     assert!(
-        tail.body == &stored[stored.len() - 10..],
+        tail.body == stored[stored.len() - 10..],
         "the body differs from the stored bytes"
     );
 
     let open = get(&format!("bytes={}-", size - 5));
     assert!(
-        open.body == &stored[stored.len() - 5..],
+        open.body == stored[stored.len() - 5..],
         "the body differs from the stored bytes"
     );
 
@@ -417,7 +417,7 @@ fn range_read_of_a_layer_not_yet_here_streams_only_its_blocks() {
         format!("bytes 600000-800000/{size}")
     );
     assert!(
-        part.body == &stored[600000..800001],
+        part.body == stored[600000..800001],
         "the body differs from the stored bytes"
     );
     // a range read is lazy: the blob is not fetched whole
