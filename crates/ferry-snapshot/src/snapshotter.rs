@@ -45,10 +45,9 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// Open (creating if needed) a snapshotter over `dir`.
-    ///
-    /// TODO: collect `tmp/apply-*` directories left by a crash; it cannot be done here, as
-    /// another process may be applying into one right now.
+    /// Open (creating if needed) a snapshotter over `dir`, removing `tmp/apply-*` directories
+    /// that a crash left (untouched for an hour; another process may be applying into a newer
+    /// one right now).
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, Error> {
         let dir = dir.into();
         for sub in ["committed", "tmp", "active"] {
