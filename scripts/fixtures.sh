@@ -11,30 +11,21 @@ peers=${FERRY_SHARED_PEERS:-$root/../shared/peers}
 out="$root/target/fixtures"
 mkdir -p "$out"
 
-build_busybox() {
-  if [ ! -f "$out/busybox/index.json" ]; then
-    rm -rf "$out/busybox.tmp"
-    "$peers/make-busybox-oci.sh" "$out/busybox.tmp" latest >/dev/null
-    rm -rf "$out/busybox"; mv "$out/busybox.tmp" "$out/busybox"
+# build NAME SCRIPT REF: the OCI layout target/fixtures/NAME from the shared SCRIPT, then the
+# OCI archive NAME.tar whose image is named REF; each step is skipped when its result exists.
+build() {
+  name=$1; script=$2; ref=$3
+  if [ ! -f "$out/$name/index.json" ]; then
+    rm -rf "$out/$name.tmp"
+    "$peers/$script" "$out/$name.tmp" latest >/dev/null
+    rm -rf "$out/$name"; mv "$out/$name.tmp" "$out/$name"
   fi
-  if [ ! -f "$out/busybox.tar" ]; then
-    skopeo copy -q "oci:$out/busybox:latest" "oci-archive:$out/busybox.tar.tmp:busybox:latest"
-    mv "$out/busybox.tar.tmp" "$out/busybox.tar"
-  fi
-}
-
-build_debian() {
-  if [ ! -f "$out/debian/index.json" ]; then
-    rm -rf "$out/debian.tmp"
-    "$peers/make-debian-oci.sh" "$out/debian.tmp" latest >/dev/null
-    rm -rf "$out/debian"; mv "$out/debian.tmp" "$out/debian"
-  fi
-  if [ ! -f "$out/debian.tar" ]; then
-    skopeo copy -q "oci:$out/debian:latest" "oci-archive:$out/debian.tar.tmp:debian:12"
-    mv "$out/debian.tar.tmp" "$out/debian.tar"
+  if [ ! -f "$out/$name.tar" ]; then
+    skopeo copy -q "oci:$out/$name:latest" "oci-archive:$out/$name.tar.tmp:$ref"
+    mv "$out/$name.tar.tmp" "$out/$name.tar"
   fi
 }
 
-build_busybox
-[ "${1:-}" = debian ] && build_debian
+build busybox make-busybox-oci.sh busybox:latest
+[ "${1:-}" = debian ] && build debian make-debian-oci.sh debian:12
 echo "$out"
