@@ -3,11 +3,11 @@
 //! Layout under the snapshotter's directory (`ROOT/snapshots`):
 //!
 //! ```text
-//! committed/<chain hex>/   the tree of one layer in overlayfs diff form, never changed
-//! tmp/apply-*/             layers being applied; renamed into committed/ when verified
-//! active/<key>/upper/      a container's writable layer
-//! active/<key>/work/       overlayfs's work directory
-//! active/<key>/empty/      the lower of an image with no layers
+//! committed/<chain hex>   the tree of one layer in overlayfs diff form, never changed
+//! tmp/apply-*             layers being applied; renamed into committed/ when verified
+//! active/<key>/upper      a container's writable layer
+//! active/<key>/work       overlayfs's work directory
+//! active/<key>/empty      the lower of an image with no layers
 //! ```
 
 use std::fs::{self, File};
