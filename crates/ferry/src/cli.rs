@@ -43,7 +43,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Run a command in a new container (pulling the image first if it is not here).
     Run(RunArgs),
-    /// Run the IPFS node: serve this host's images to peers and fetch for the CLI.
+    /// Run the IPFS node: serve this host's images to peers and on the registry endpoint, fetch
+    /// for the CLI.
     Daemon(DaemonArgs),
     /// IPFS commands, named as kubo names them.
     Ipfs(IpfsArgs),
