@@ -99,13 +99,7 @@ async fn block_arriving_after_late_connection_is_delivered() {
 async fn block_with_wrong_bytes_is_not_accepted() {
     let wanted = b"the real block".to_vec();
     let cid = raw_cid(&wanted);
-    let b = Node::bitswap(empty_store(), Config::default()).await;
-    let mut evil = Node::raw().await;
-    let mut inbound = evil
-        .control
-        .accept(StreamProtocol::new(V120))
-        .expect("accept");
-    b.connect(&evil).await;
+    let (b, mut evil, mut inbound) = fetcher_and_hand_written_peer().await;
 
     let fetch = tokio::spawn({
         let bitswap = b.bs().clone();
@@ -249,13 +243,7 @@ async fn server_answers_on_a_stream_it_opens() {
 async fn timeout_after_only_corrupt_data_says_so() {
     let wanted = b"the real block".to_vec();
     let cid = raw_cid(&wanted);
-    let b = Node::bitswap(empty_store(), Config::default()).await;
-    let mut evil = Node::raw().await;
-    let mut inbound = evil
-        .control
-        .accept(StreamProtocol::new(V120))
-        .expect("accept");
-    b.connect(&evil).await;
+    let (b, mut evil, mut inbound) = fetcher_and_hand_written_peer().await;
     let fetch = tokio::spawn({
         let bitswap = b.bs().clone();
         async move { bitswap.get(cid, Duration::from_secs(2)).await }
@@ -284,4 +272,17 @@ async fn timeout_after_only_corrupt_data_says_so() {
              no wanted CID were dropped: a peer may send corrupt data)"
         )
     );
+}
+
+/// A Bitswap node with nothing, connected to a bare peer whose incoming Bitswap 1.2.0 streams
+/// the test reads itself.
+async fn fetcher_and_hand_written_peer() -> (Node, Node, libp2p_stream::IncomingStreams) {
+    let b = Node::bitswap(empty_store(), Config::default()).await;
+    let mut evil = Node::raw().await;
+    let inbound = evil
+        .control
+        .accept(StreamProtocol::new(V120))
+        .expect("accept");
+    b.connect(&evil).await;
+    (b, evil, inbound)
 }

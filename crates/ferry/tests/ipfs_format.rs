@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ferry, fixture, js_cid, ok};
+use common::{busybox_pushed, ferry, fixture, js_cid, ok};
 use serde_json::Value;
 
 /// The blob a raw CID names (its multihash is the blob's sha256).
@@ -38,12 +38,7 @@ fn ipfs_url(desc: &Value) -> String {
 #[test]
 fn push_writes_nerdctl_format_with_urls_on_every_descriptor() {
     let a = tempfile::tempdir().unwrap();
-    ok(ferry(a.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]))
-        .trim()
-        .to_string();
+    let cid = busybox_pushed(a.path());
 
     // the image CID is the CID of the top descriptor's JSON, compact as Go writes it
     let top_bytes = blob_of_raw_cid(a.path(), &cid);

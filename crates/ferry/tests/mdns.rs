@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ferry, fixture, is_root, ok, wait_for_swarm_peers, Daemon};
+use common::{busybox_pushed, ferry, is_root, ok, wait_for_swarm_peers, Daemon};
 
 /// Two network namespaces joined by a veth pair, each end with an address of a private test
 /// range; deleted when dropped (deleting a namespace deletes its veth end and the pair).
@@ -74,11 +74,8 @@ fn daemons_on_one_lan_find_each_other_with_mdns() {
         return;
     }
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    ok(ferry(a.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox:latest"]));
-    let cid = cid.trim();
+    let cid = busybox_pushed(a.path());
+    let cid = cid.as_str();
 
     // declared before the daemons, so dropped after them even when an assertion fails
     let lan = Lan::new("m");

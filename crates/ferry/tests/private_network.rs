@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{blobs, ferry, fixture, ok, output, Daemon};
+use common::{blobs, busybox_pushed, ferry, ok, output, Daemon};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
@@ -15,16 +15,10 @@ fn write_key(path: &Path, hex_digit: char) {
     std::fs::write(path, format!("/key/swarm/psk/1.0.0/\n/base16/\n{key}\n")).unwrap();
 }
 
-fn load_and_push(root: &Path) -> String {
-    ok(ferry(root).args(["load", "-i"]).arg(fixture("busybox.tar")));
-    let cid = ok(ferry(root).args(["push", "-q", "ipfs://busybox:latest"]));
-    cid.trim().to_string()
-}
-
 #[test]
 fn daemons_with_the_same_swarm_key_transfer_an_image() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     // A reads ROOT/swarm.key; B is given the same key as a file elsewhere
     write_key(&a.path().join("swarm.key"), '7');
     let key_b = b.path().join("key-from-a");
@@ -85,7 +79,7 @@ fn assert_pull_refused(root: &Path, daemon: &Daemon, cid: &str, extra: &[&str]) 
 #[test]
 fn node_without_the_swarm_key_or_with_another_cannot_fetch() {
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     write_key(&a.path().join("swarm.key"), '7');
     let daemon_a = Daemon::start(a.path(), LOOPBACK, &["--no-mdns"]);
 
@@ -104,7 +98,7 @@ fn node_without_the_swarm_key_or_with_another_cannot_fetch() {
 
     // and a node outside the network cannot reach a node inside it either
     let outside = tempfile::tempdir().unwrap();
-    let cid_out = load_and_push(outside.path());
+    let cid_out = busybox_pushed(outside.path());
     let daemon_out = Daemon::start(outside.path(), LOOPBACK, &["--no-mdns"]);
     let inside = tempfile::tempdir().unwrap();
     write_key(&inside.path().join("swarm.key"), '7');

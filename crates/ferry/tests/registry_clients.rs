@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use common::{ferry, fixture, ok, skip_unless_root, tool_installed, workspace, RegistryServe};
-
-fn load_and_push(root: &Path) -> String {
-    ok(ferry(root).args(["load", "-i"]).arg(fixture("busybox.tar")));
-    ok(ferry(root).args(["push", "-q", "ipfs://busybox"]))
-        .trim()
-        .to_string()
-}
+use common::{
+    busybox_pushed, ferry, ok, skip_unless_root, tool_installed, workspace, RegistryServe,
+};
 
 fn shared_peers() -> PathBuf {
     workspace().join("../shared/peers")
@@ -66,7 +61,7 @@ fn containerd_pulls_and_runs_an_ipfs_image_through_the_endpoint() {
         return;
     }
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let endpoint = RegistryServe::start(a.path(), &[]);
     let containerd = Containerd::start();
 
@@ -118,7 +113,7 @@ fn buildah_builds_from_an_ipfs_image_and_ferry_runs_the_result() {
         return;
     }
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let endpoint = RegistryServe::start(a.path(), &[]);
 
     let context = tempfile::tempdir().unwrap();

@@ -6,15 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ferry, fixture, http, ok, sha256sum, tool_installed, Daemon, RegistryServe};
-
-/// Loads the busybox fixture into `root`, pushes it to IPFS and returns the image CID.
-fn load_and_push(root: &Path) -> String {
-    ok(ferry(root).args(["load", "-i"]).arg(fixture("busybox.tar")));
-    ok(ferry(root).args(["push", "-q", "ipfs://busybox"]))
-        .trim()
-        .to_string()
-}
+use common::{busybox_pushed, ferry, http, ok, sha256sum, tool_installed, Daemon, RegistryServe};
 
 /// The pushed image as IPFS holds it, read with `ferry ipfs cat` (not through the endpoint):
 /// the manifest's digest, and the config and layer digests and sizes it lists.
@@ -100,7 +92,7 @@ fn skopeo_copies_a_local_image_through_the_endpoint() {
         return;
     }
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let want = pushed(a.path(), &cid);
     let endpoint = RegistryServe::start(a.path(), &[]);
     skopeo_copy_matches(&endpoint.addr, &cid, &want);
@@ -116,7 +108,7 @@ fn skopeo_copies_an_image_whose_blocks_are_on_another_node() {
     }
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let want = pushed(a.path(), &cid);
     let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
     let endpoint = RegistryServe::start(b.path(), &["--peer", &daemon.addr]);
@@ -148,7 +140,7 @@ fn refusal(addr: &str, method: &str, path: &str) -> (u16, String) {
 #[test]
 fn endpoint_refuses_bad_requests_with_oci_errors() {
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let want = pushed(a.path(), &cid);
     // a UnixFS file that is not an image: the busybox layer itself
     let layer_url = {
@@ -279,7 +271,7 @@ fn endpoint_refuses_bad_requests_with_oci_errors() {
 #[test]
 fn head_answers_as_get_without_a_body() {
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let want = pushed(a.path(), &cid);
     let endpoint = RegistryServe::start(a.path(), &[]);
     let mut paths = vec![format!("/v2/ipfs/{cid}/manifests/latest")];
@@ -332,7 +324,7 @@ fn sha256_of(bytes: &[u8]) -> String {
 #[test]
 fn blob_ranges_answer_206_and_416() {
     let a = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let want = pushed(a.path(), &cid);
     let (layer, size) = want.blobs[1].clone();
     let stored = std::fs::read(
@@ -395,7 +387,7 @@ fn blob_ranges_answer_206_and_416() {
 fn range_read_of_a_layer_not_yet_here_streams_only_its_blocks() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let cid = load_and_push(a.path());
+    let cid = busybox_pushed(a.path());
     let want = pushed(a.path(), &cid);
     let (layer, size) = want.blobs[1].clone();
     let hex = layer.strip_prefix("sha256:").unwrap().to_string();
@@ -444,13 +436,8 @@ fn range_read_of_a_layer_not_yet_here_streams_only_its_blocks() {
 #[test]
 fn the_daemon_serves_the_registry_endpoint_from_its_store() {
     let a = tempfile::tempdir().unwrap();
-    common::ok(
-        common::ferry(a.path())
-            .args(["load", "-i"])
-            .arg(common::fixture("busybox.tar")),
-    );
-    let cid = common::ok(common::ferry(a.path()).args(["push", "-q", "ipfs://busybox"]));
-    let cid = cid.trim();
+    let cid = busybox_pushed(a.path());
+    let cid = cid.as_str();
     let daemon = common::Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
     let registry = daemon
         .registry
@@ -489,12 +476,7 @@ fn add_bytes(root: &Path, name: &str, bytes: &[u8]) -> String {
 #[test]
 fn descriptors_that_lie_about_sizes_get_502_not_a_broken_body() {
     let a = tempfile::tempdir().unwrap();
-    ok(ferry(a.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]))
-        .trim()
-        .to_string();
+    let cid = busybox_pushed(a.path());
     let top_json = ok(ferry(a.path()).args(["ipfs", "cat", &cid]));
     let top: serde_json::Value = serde_json::from_str(&top_json).unwrap();
 

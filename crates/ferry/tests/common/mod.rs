@@ -41,6 +41,14 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
+/// Loads the busybox fixture into `root`, pushes it to IPFS and returns the image CID.
+pub fn busybox_pushed(root: &Path) -> String {
+    ok(ferry(root).args(["load", "-i"]).arg(fixture("busybox.tar")));
+    ok(ferry(root).args(["push", "-q", "ipfs://busybox"]))
+        .trim()
+        .to_string()
+}
+
 /// `ferry --root ROOT ARGS...`.
 pub fn ferry(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
@@ -241,18 +249,10 @@ impl PeerProcess {
     /// Spawns `cmd`, which prints `{"cid","multiaddr",...}` on one line once it serves, and
     /// waits up to 60 s for that line.
     pub fn serve(mut cmd: Command) -> PeerProcess {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with('{') {
-                    let _ = tx.send(line);
-                }
+        let child = spawn_reading(&mut cmd, move |line| {
+            if line.starts_with('{') {
+                let _ = tx.send(line);
             }
         });
         let mut peer = PeerProcess {
@@ -338,25 +338,17 @@ impl Daemon {
     /// Starts a daemon from a prepared command (`ip netns exec NS ferry --root R daemon ...`)
     /// and waits until it is ready; killed by its PID when dropped, like [`Daemon::start`].
     pub fn spawn(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut addr, mut registry) = (None, None);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("Swarm listening on ") {
-                    addr.get_or_insert(a.to_string());
-                }
-                if let Some(r) = line.strip_prefix("Registry listening on ") {
-                    registry = Some(r.to_string());
-                }
-                if line.starts_with("Daemon is ready") {
-                    let _ = tx.send((addr.take(), registry.take()));
-                }
+        let (mut addr, mut registry) = (None, None);
+        let child = spawn_reading(&mut cmd, move |line| {
+            if let Some(a) = line.strip_prefix("Swarm listening on ") {
+                addr.get_or_insert(a.to_string());
+            }
+            if let Some(r) = line.strip_prefix("Registry listening on ") {
+                registry = Some(r.to_string());
+            }
+            if line.starts_with("Daemon is ready") {
+                let _ = tx.send((addr.take(), registry.take()));
             }
         });
         let (addr, registry) = rx
@@ -522,4 +514,22 @@ pub fn stop(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Spawns `cmd` (stderr inherited) and hands each line it prints on stdout to `on_line`, on a
+/// thread of its own, until the process closes stdout.
+fn spawn_reading(cmd: &mut Command, mut on_line: impl FnMut(String) + Send + 'static) -> Child {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(&mut on_line);
+    });
+    child
 }
