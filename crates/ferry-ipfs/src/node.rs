@@ -297,6 +297,9 @@ impl State {
             }
             dial(swarm, addr);
         }
+        // mDNS reports a peer once per record lifetime; a dial that failed then (a link still
+        // coming up) is tried again here while the peer's record lives
+        routing::redial_lan_peers(swarm);
     }
 
     fn handle(&mut self, swarm: &mut Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>) {

@@ -316,6 +316,23 @@ pub(crate) fn on_mdns(swarm: &mut Swarm<Behaviour>, event: mdns::Event) {
     }
 }
 
+/// Dials the peers that mDNS found and whose records have not expired, if not connected (the
+/// mDNS behaviour gives the swarm their addresses).
+pub(crate) fn redial_lan_peers(swarm: &mut Swarm<Behaviour>) {
+    let Some(mdns) = swarm.behaviour().mdns.as_ref() else {
+        return;
+    };
+    let found: Vec<PeerId> = mdns.discovered_nodes().copied().collect();
+    for peer in found {
+        if swarm.is_connected(&peer) {
+            continue;
+        }
+        if let Err(e) = swarm.dial(DialOpts::peer_id(peer).build()) {
+            tracing::debug!(%peer, error = %e, "mdns redial refused");
+        }
+    }
+}
+
 /// Dials the bootstrap peers, and puts those with a plain address in the routing table.
 pub(crate) fn dial_bootstrap(swarm: &mut Swarm<Behaviour>, bootstrap: &[Multiaddr]) {
     for addr in bootstrap {

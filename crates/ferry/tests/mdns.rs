@@ -55,6 +55,8 @@ impl Lan {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.names[i], env!("CARGO_BIN_EXE_ferry")]);
         cmd.arg("--root").arg(root).env_remove("FERRY_ROOT");
+        // what each node sent and heard on the LAN, printed by the harness if the test fails
+        cmd.env("FERRY_LOG", "warn,libp2p_mdns=trace,ferry_ipfs=debug");
         cmd
     }
 }
@@ -86,7 +88,7 @@ fn daemons_on_one_lan_find_each_other_with_mdns() {
     cmd_b.args(["daemon", "--listen", "/ip4/0.0.0.0/tcp/0"]);
     let _daemon_b = Daemon::spawn(cmd_b);
 
-    let peers = wait_for_swarm_peers(b.path(), &[daemon_a.peer_id()], Duration::from_secs(20));
+    let peers = wait_for_swarm_peers(b.path(), &[daemon_a.peer_id()], Duration::from_secs(30));
     assert!(
         peers.contains(&format!("/ip4/{}/tcp/", ADDRS[0])),
         "B reached A other than over the LAN: {peers}"
