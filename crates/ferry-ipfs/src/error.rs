@@ -27,6 +27,12 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A block is not in the store and no peer is connected to ask.
+    #[error("block {cid} is not here and no peer is connected")]
+    NoPeers {
+        /// The block (boxed: a CID is 80 bytes).
+        cid: Box<Cid>,
+    },
     /// The node could not start.
     #[error("ipfs node: {0}")]
     Node(String),
@@ -46,4 +52,15 @@ pub enum Error {
         /// Why.
         why: String,
     },
+}
+
+impl Error {
+    /// True when no peer delivered a block before the timeout, or none was there to ask: the
+    /// content may exist nowhere reachable, unlike a failure of the node or the store.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::NoPeers { .. } | Error::Bitswap(ferry_bitswap::Error::Timeout { .. })
+        )
+    }
 }

@@ -263,9 +263,7 @@ async fn fetch_one(
         tracing::warn!(%cid, "local block does not match its CID; fetching it again");
     }
     if !source.can_fetch() {
-        return Err(Error::Node(format!(
-            "block {cid} is not here and no peer is connected"
-        )));
+        return Err(Error::NoPeers { cid: Box::new(cid) });
     }
     let mut attempt = 0;
     loop {

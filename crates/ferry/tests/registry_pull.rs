@@ -259,12 +259,40 @@ fn endpoint_refuses_bad_requests_with_oci_errors() {
             "{method} {path}"
         );
     }
+    // a 405 names the methods that work
+    let put = http(
+        addr,
+        "PUT",
+        &format!("/v2/ipfs/{cid}/manifests/latest"),
+        &[],
+    );
+    assert_eq!((put.status, put.header("allow")), (405, Some("GET, HEAD")));
     // every answer, refusals too, says which API it speaks
     let answer = http(addr, "GET", "/v2/", &[]);
     assert_eq!(answer.status, 200);
     assert_eq!(
         answer.header("docker-distribution-api-version"),
         Some("registry/2.0")
+    );
+}
+
+#[test]
+fn a_kubo_backend_that_does_not_answer_is_503_not_an_unknown_name() {
+    let root = tempfile::tempdir().unwrap();
+    // a port nothing listens on: the kubo API is down
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let api = format!("/ip4/127.0.0.1/tcp/{port}");
+    let endpoint = RegistryServe::start(
+        root.path(),
+        &["--ipfs-address", &api, "--read-timeout", "2s"],
+    );
+    let cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+    let path = format!("/v2/ipfs/{cid}/manifests/latest");
+    assert_eq!(
+        refusal(&endpoint.addr, "GET", &path),
+        (503, "UNKNOWN".to_string())
     );
 }
 
@@ -516,7 +544,7 @@ fn descriptors_that_lie_about_sizes_get_502_not_a_broken_body() {
     );
     assert_eq!(
         answer.status,
-        404,
+        502,
         "{}",
         String::from_utf8_lossy(&answer.body)
     );

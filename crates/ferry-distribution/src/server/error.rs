@@ -59,6 +59,12 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, "SIZE_INVALID", why.to_string())
     }
 
+    /// The content fetched is not what its descriptor names (502: the image is bad, not the
+    /// request).
+    pub(crate) fn bad_content(why: &str) -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", why.to_string())
+    }
+
     /// The blocks could not be fetched (503: may work later).
     pub(crate) fn unavailable(why: &str) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN", why.to_string())
@@ -107,6 +113,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -83,9 +83,16 @@ async fn resolve(backend: &Backend, cid: Cid) -> Result<ImageMap, ApiError> {
     let name = format!("ipfs/{cid}");
     let not_image = |why: String| ApiError::name_unknown(&name, &why);
 
-    let top_json = read_top(backend, cid)
-        .await
-        .map_err(|e| not_image(format!("cannot read image {cid}: {e}")))?;
+    // no peer having the image within the read timeout is a 404, as for a name no registry
+    // knows; a backend that fails (kubo unreachable, a store error) may work later: 503
+    let top_json = read_top(backend, cid).await.map_err(|e| {
+        let why = format!("cannot fetch image {cid}: {e}");
+        if e.is_not_found() {
+            not_image(why)
+        } else {
+            ApiError::unavailable(&why)
+        }
+    })?;
     let top: Descriptor = serde_json::from_slice(&top_json)
         .map_err(|e| not_image(format!("{cid} is not an image descriptor: {e}")))?;
     if !media::is_index(&top.media_type) && !media::is_manifest(&top.media_type) {
@@ -109,7 +116,7 @@ async fn resolve(backend: &Backend, cid: Cid) -> Result<ImageMap, ApiError> {
         }
         let children = children_of(backend, &entry)
             .await
-            .map_err(|e| not_image(format!("manifest {}: {e}", entry.desc.digest)))?;
+            .map_err(|e| e.or_not_image(&name, &entry.desc.digest))?;
         for child in children {
             let is_json =
                 media::is_index(&child.media_type) || media::is_manifest(&child.media_type);
@@ -135,18 +142,42 @@ fn entry_of(desc: &Descriptor) -> Option<Entry> {
     })
 }
 
+/// Why the children of a manifest or index are not known.
+enum ChildError {
+    /// Its bytes could not be had or are not the descriptor's.
+    Read(ApiError),
+    /// Its bytes are not a manifest or index.
+    Parse(String),
+}
+
+impl ChildError {
+    fn or_not_image(self, name: &str, digest: &Digest) -> ApiError {
+        match self {
+            ChildError::Read(e) => e,
+            ChildError::Parse(why) => {
+                ApiError::name_unknown(name, &format!("manifest {digest}: {why}"))
+            }
+        }
+    }
+}
+
 /// The descriptors a manifest or index points at; fetches it into the store first.
-async fn children_of(backend: &Backend, entry: &Entry) -> Result<Vec<Descriptor>, String> {
+async fn children_of(backend: &Backend, entry: &Entry) -> Result<Vec<Descriptor>, ChildError> {
     let desc = &entry.desc;
     if desc.size > MAX_MANIFEST_SIZE {
-        return Err(format!("larger than {MAX_MANIFEST_SIZE} bytes"));
+        return Err(ChildError::Parse(format!(
+            "larger than {MAX_MANIFEST_SIZE} bytes"
+        )));
     }
-    let bytes = read_json_blob(backend, entry).await?;
+    let bytes = read_json_blob(backend, entry)
+        .await
+        .map_err(ChildError::Read)?;
+    let parse = |e: serde_json::Error| ChildError::Parse(e.to_string());
     if media::is_index(&desc.media_type) {
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let index: Index = serde_json::from_slice(&bytes).map_err(parse)?;
         Ok(index.manifests)
     } else {
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(parse)?;
         let mut children = vec![manifest.config];
         children.extend(manifest.layers);
         Ok(children)
@@ -154,48 +185,55 @@ async fn children_of(backend: &Backend, entry: &Entry) -> Result<Vec<Descriptor>
 }
 
 /// The bytes of a manifest or index: from the store, or fetched by CID, verified against the
-/// descriptor and stored (byte for byte: its digest is over these bytes).
-pub(crate) async fn read_json_blob(backend: &Backend, entry: &Entry) -> Result<Vec<u8>, String> {
+/// descriptor and stored (byte for byte: its digest is over these bytes). Blocks that cannot be
+/// fetched are 503, content that is not the descriptor's 502.
+pub(crate) async fn read_json_blob(backend: &Backend, entry: &Entry) -> Result<Vec<u8>, ApiError> {
     let desc = &entry.desc;
+    let internal = |e: String| ApiError::internal(&format!("manifest {}", desc.digest), &e);
     if backend.store.has_blob(&desc.digest) {
         let bytes = backend
             .store
             .read_blob(&desc.digest)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| internal(e.to_string()))?;
         // The descriptor's size becomes Content-Length: it must be the bytes' own.
         if bytes.len() as u64 != desc.size {
-            return Err(format!(
+            return Err(ApiError::bad_content(&format!(
                 "{} is {} bytes, its descriptor says {}",
                 desc.digest,
                 bytes.len(),
                 desc.size
-            ));
+            )));
         }
         return Ok(bytes);
     }
-    let bytes = read_all(backend, entry.cid, desc.size).await?;
+    let bytes = read_all(backend, entry.cid, desc.size).await.map_err(|e| {
+        ApiError::unavailable(&format!(
+            "cannot fetch {} (ipfs://{}): {e}",
+            desc.digest, entry.cid
+        ))
+    })?;
     let digest = Digest::of(&bytes);
     if digest != desc.digest || bytes.len() as u64 != desc.size {
-        return Err(format!(
+        return Err(ApiError::bad_content(&format!(
             "ipfs://{} holds {digest} ({} bytes), not {} ({} bytes)",
             entry.cid,
             bytes.len(),
             desc.digest,
             desc.size
-        ));
+        )));
     }
     let store = backend.store.clone();
     let to_store = bytes.clone();
     let expected = desc.digest.clone();
     tokio::task::spawn_blocking(move || store.write_blob(&to_store, Some(&expected)))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
     Ok(bytes)
 }
 
 /// The top descriptor's JSON: the whole file `cid`, at most [`MAX_MANIFEST_SIZE`] bytes.
-async fn read_top(backend: &Backend, cid: Cid) -> Result<Vec<u8>, String> {
+async fn read_top(backend: &Backend, cid: Cid) -> Result<Vec<u8>, ferry_ipfs::Error> {
     if let Ok(Some(digest)) = backend.store.file_blob(&cid) {
         if let Ok(bytes) = backend.store.read_blob(&digest) {
             return Ok(bytes);
@@ -204,7 +242,7 @@ async fn read_top(backend: &Backend, cid: Cid) -> Result<Vec<u8>, String> {
     read_all(backend, cid, MAX_MANIFEST_SIZE).await
 }
 
-async fn read_all(backend: &Backend, cid: Cid, limit: u64) -> Result<Vec<u8>, String> {
+async fn read_all(backend: &Backend, cid: Cid, limit: u64) -> Result<Vec<u8>, ferry_ipfs::Error> {
     let stream = ferry_ipfs::read_range(
         backend.source.clone(),
         backend.store.clone(),
@@ -213,6 +251,6 @@ async fn read_all(backend: &Backend, cid: Cid, limit: u64) -> Result<Vec<u8>, St
         limit,
         backend.read,
     );
-    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(|e| e.to_string())?;
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await?;
     Ok(chunks.concat())
 }

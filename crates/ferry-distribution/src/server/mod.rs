@@ -212,9 +212,7 @@ async fn manifest(
             .filter(|e| is_manifest(&e.desc.media_type))
             .ok_or_else(|| ApiError::manifest_unknown(&digest.to_string()))?,
     };
-    let bytes = images::read_json_blob(shared, entry)
-        .await
-        .map_err(|e| ApiError::internal(&format!("manifest {}", entry.desc.digest), &e))?;
+    let bytes = images::read_json_blob(shared, entry).await?;
     let mut response = bytes.into_response();
     content_headers(response.headers_mut(), entry, &entry.desc.media_type);
     Ok(response)
