@@ -51,7 +51,6 @@ fn kubo_fetches_files_a_ferry_daemon_serves() {
     };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("ferry");
-    // 50 MiB only this way round: ferry fetches 50 MiB in the Helia test.
     let sizes = [1, 262_144, 262_145, 5 * MIB, 50 * MIB];
     let mut files = Vec::new();
     for (i, size) in sizes.into_iter().enumerate() {
@@ -85,7 +84,10 @@ fn ferry_fetches_kubo_dags_with_dag_pb_leaves() {
     };
     let dir = tempfile::tempdir().unwrap();
     let repos = dir.path().join("kubo-repos");
-    for (i, size) in [1, 262_144, 262_145, 5 * MIB].into_iter().enumerate() {
+    for (i, size) in [1, 262_144, 262_145, 5 * MIB, 50 * MIB]
+        .into_iter()
+        .enumerate()
+    {
         let file = dir.path().join(format!("file-{size}"));
         pseudo_random_file(&file, size, 0x6b75_626f_0100 + i as u64);
         let serve = kubo_command(&python, &script, &repos, &["serve", file.to_str().unwrap()]);
