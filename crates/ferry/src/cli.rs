@@ -37,8 +37,11 @@ pub enum Command {
     Load(LoadArgs),
     /// Pull an image from a registry (HOST:PORT/REPO:TAG) or from IPFS (ipfs://CID or a bare CID).
     Pull(PullArgs),
-    /// Push a local image into IPFS (ipfs://NAME) and print its CID.
+    /// Push a local image into IPFS (ipfs://NAME, prints its CID) or to a registry
+    /// (HOST:PORT/REPO:TAG).
     Push(PushArgs),
+    /// Give an image (a name, an image ID or ipfs://CID) another name, for pushing to a registry.
+    Tag(TagArgs),
     /// List images.
     Images(ImagesArgs),
     /// Run a command in a new container (pulling the image first if it is not here).
@@ -91,13 +94,42 @@ pub struct PullArgs {
 
 /// `ferry push`.
 #[derive(Args)]
+#[command(after_help = "\
+Examples:
+  ferry push -q ipfs://debian:12                          # prints the image CID
+  ferry tag ipfs://CID 127.0.0.1:5000/me/debian:ipfs
+  ferry push 127.0.0.1:5000/me/debian:ipfs                # to a registry
+
+Pushing to a registry skips blobs it already has. IPFS urls in an image from IPFS are dropped
+(registries refuse them), so its manifest digest in the registry may differ from the local one;
+the local name then points at what the registry holds.")]
 pub struct PushArgs {
-    /// ipfs://NAME, where NAME is a local image (ipfs://debian:12). Pushing to registries
-    /// comes later.
+    /// ipfs://NAME, where NAME is a local image (ipfs://debian:12), or a registry reference
+    /// HOST[:PORT]/REPO:TAG naming a local image (see `ferry tag`).
     pub target: String,
-    /// Print only the CID.
+    /// Print only the CID (IPFS) or the name (registry).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Reach this registry over plain HTTP (localhost and 127.0.0.0/8 always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Push only this platform's manifest of a multi-platform image (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Push every platform of a multi-platform image (all must be here).
+    #[arg(long)]
+    pub all_platforms: bool,
+}
+
+/// `ferry tag`.
+#[derive(Args)]
+pub struct TagArgs {
+    /// The image: a local name, an image ID (digest or its first 12+ hex digits) or ipfs://CID.
+    pub source: String,
+    /// The new name: HOST[:PORT]/REPO:TAG (or NAME:TAG for Docker Hub).
+    pub target: String,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// `ferry images`.

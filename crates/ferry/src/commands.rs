@@ -19,6 +19,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Load(args) => load(&ctx, &args).map(|_| 0),
         Command::Pull(args) => runtime.block_on(pull(&ctx, &args)).map(|_| 0),
         Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
+        Command::Tag(args) => runtime.block_on(crate::images::tag(&ctx, &args)).map(|_| 0),
         Command::Images(args) => images(&ctx, &args).map(|_| 0),
         Command::Run(args) => runtime.block_on(crate::run::run(&ctx, args)),
         Command::Daemon(args) => runtime
@@ -82,6 +83,7 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
             let opts = PullOptions {
                 platform: Platform::host(),
                 insecure_registries: args.insecure_registries.clone(),
+                auth: crate::auth::credentials(&reference)?,
             };
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }
@@ -120,10 +122,7 @@ pub async fn pull_registry(
 
 async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     let Some(name) = args.target.strip_prefix("ipfs://") else {
-        bail!(
-            "push {}: only ipfs://NAME is supported yet (registries come later)",
-            args.target
-        );
+        return crate::images::push_registry(ctx, args).await;
     };
     let image = find_image(&ctx.store, name)?;
     let store = ctx.store.clone();

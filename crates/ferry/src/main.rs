@@ -11,12 +11,14 @@ macro_rules! outln {
     };
 }
 
+mod auth;
 mod cli;
 mod commands;
 mod container;
 mod context;
 mod control;
 mod daemon;
+mod images;
 mod ipfs;
 mod network;
 mod output;

@@ -56,6 +56,7 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
             let opts = PullOptions {
                 platform: Platform::host(),
                 insecure_registries: Vec::new(),
+                auth: crate::auth::credentials(&reference)?,
             };
             pull_registry(&ctx.store, &reference, &opts, false).await?;
         }
