@@ -87,7 +87,7 @@ fn now() -> i64 {
 }
 
 impl Store {
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (it has its own
         // transactions), so a poisoned lock is still usable.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
@@ -104,6 +104,14 @@ impl Store {
             params![name, json, now()],
         )?;
         Ok(())
+    }
+
+    /// Removes the name `name`; true when it existed. The content stays until collected.
+    pub fn delete_image(&self, name: &str) -> Result<bool, Error> {
+        let n = self
+            .db()
+            .execute("DELETE FROM images WHERE name = ?1", params![name])?;
+        Ok(n > 0)
     }
 
     /// The image called `name`, if any.
