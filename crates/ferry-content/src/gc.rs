@@ -9,7 +9,8 @@
 //! a blob committed by a pull is referred to by no name until the pull binds one at the end,
 //! and the lease is what keeps the collector away from it meanwhile. Leases are shared
 //! `flock`s on `ROOT/gc.lock`, so they span processes (a CLI and the daemon) and vanish with
-//! a process that dies; the collector takes the lock exclusively, waiting a bounded time.
+//! a process that dies; the collector takes the lock exclusively ([`Store::exclusive`]), waiting
+//! a bounded time.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -31,6 +32,11 @@ pub struct Lease {
     _lock: File,
 }
 
+/// The collector's hold on the store: no lease can be taken while it lives.
+pub struct Exclusive {
+    _lock: File,
+}
+
 /// What a collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
@@ -48,17 +54,18 @@ impl GcReport {
 }
 
 impl Store {
-    /// Takes a lease: until it is dropped, [`Store::collect`] in any process waits.
+    /// Takes a lease: until it is dropped, [`Store::exclusive`] in any process waits.
     pub fn lease(&self) -> Result<Lease, Error> {
         let lock = self.gc_lock_file()?;
         flock(&lock, libc::LOCK_SH).map_err(|e| Error::io(&self.root.join("gc.lock"), e))?;
         Ok(Lease { _lock: lock })
     }
 
-    /// Removes every blob, block row and file row not reachable from an image name, a pin or
-    /// `extra_roots`. Waits up to `wait` for leases held by running operations; past that it
-    /// fails with [`Error::Busy`] and removes nothing. The caller must not hold a lease.
-    pub fn collect(&self, extra_roots: &[Digest], wait: Duration) -> Result<GcReport, Error> {
+    /// Takes the collector's lock: waits up to `wait` for leases held by running operations
+    /// to end; past that fails with [`Error::Busy`]. While the returned guard lives no lease
+    /// can be taken (in any process), so the caller can read names and collect. The caller
+    /// must not hold a lease itself.
+    pub fn exclusive(&self, wait: Duration) -> Result<Exclusive, Error> {
         let lock = self.gc_lock_file()?;
         let deadline = Instant::now() + wait;
         while let Err(e) = flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
@@ -70,7 +77,12 @@ impl Store {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(Exclusive { _lock: lock })
+    }
 
+    /// Removes every blob, block row and file row not reachable from an image name, a pin or
+    /// `extra_roots`, under the lock `_held` proves is taken.
+    pub fn collect(&self, _held: &Exclusive, extra_roots: &[Digest]) -> Result<GcReport, Error> {
         let live = self.mark(extra_roots)?;
         let rows = self.sweep_rows(&live)?;
         let blobs = self.sweep_blobs(&live.blobs)?;

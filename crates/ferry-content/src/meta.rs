@@ -283,6 +283,14 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the pin of `cid` (its content stays until collected); true when it was pinned.
+    pub fn unpin(&self, cid: &Cid) -> Result<bool, Error> {
+        let n = self
+            .db()
+            .execute("DELETE FROM pins WHERE cid = ?1", params![cid.to_string()])?;
+        Ok(n > 0)
+    }
+
     /// Every pinned CID with the name it was pinned under.
     pub fn pins(&self) -> Result<Vec<(String, String)>, Error> {
         let db = self.db();

@@ -242,7 +242,10 @@ fn collect_keeps_what_names_pins_and_roots_reach_and_removes_the_rest() {
     s.pin(&root, "root").unwrap();
 
     let report = s
-        .collect(&[container_image.digest.clone()], Duration::from_secs(1))
+        .collect(
+            &s.exclusive(Duration::from_secs(1)).unwrap(),
+            std::slice::from_ref(&container_image.digest),
+        )
         .unwrap();
 
     let mut want = vec![
@@ -273,8 +276,11 @@ fn collect_keeps_what_names_pins_and_roots_reach_and_removes_the_rest() {
 
     // nothing more to collect
     assert_eq!(
-        s.collect(&[container_image.digest], Duration::ZERO)
-            .unwrap(),
+        s.collect(
+            &s.exclusive(Duration::ZERO).unwrap(),
+            &[container_image.digest]
+        )
+        .unwrap(),
         Default::default()
     );
 }
@@ -286,7 +292,7 @@ fn collect_waits_for_leases_and_gives_up_removing_nothing() {
     let lease = s.lease().unwrap();
     // a second process's lease is the same lock; another handle on the store shows it
     let other = Store::open(s.root()).unwrap();
-    let e = other.collect(&[], Duration::from_millis(200)).unwrap_err();
+    let e = other.exclusive(Duration::from_millis(200)).err().unwrap();
     assert!(matches!(e, Error::Busy), "{e}");
     assert_eq!(
         e.to_string(),
@@ -294,6 +300,7 @@ fn collect_waits_for_leases_and_gives_up_removing_nothing() {
     );
     assert!(s.has_blob(&stray));
     drop(lease);
-    let report = other.collect(&[], Duration::from_millis(200)).unwrap();
+    let held = other.exclusive(Duration::from_millis(200)).unwrap();
+    let report = other.collect(&held, &[]).unwrap();
     assert_eq!(report.blobs, vec![(stray, 12)]);
 }

@@ -44,6 +44,10 @@ pub enum Command {
     Tag(TagArgs),
     /// List images.
     Images(ImagesArgs),
+    /// Remove images (their names; the content goes when nothing else refers to it).
+    Rmi(RmiArgs),
+    /// Manage images.
+    Image(ImageArgs),
     /// Run a command in a new container (pulling the image first if it is not here).
     Run(RunArgs),
     /// Run the IPFS node: serve this host's images to peers and on the registry endpoint, fetch
@@ -138,6 +142,71 @@ pub struct ImagesArgs {
     /// Print only image names.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Show the full digest of each image (the manifest or index digest).
+    #[arg(long)]
+    pub digests: bool,
+    /// Output format: `table` or `json` (one JSON object per line, as docker prints).
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    pub format: String,
+}
+
+/// `ferry rmi` and `ferry image rm`.
+#[derive(Args)]
+#[command(after_help = "\
+An image given by name loses that name; given by ID it loses all its names (with -f when it
+has several). When an image's last name goes, its blobs and snapshots that nothing else needs
+are deleted. An image that a kept container was made from stays unless -f.")]
+pub struct RmiArgs {
+    /// Remove even when a container uses the image or it has several names.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Images: names, image IDs or ipfs://CID.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `ferry image`.
+#[derive(Args)]
+pub struct ImageArgs {
+    /// The image command.
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+/// Image commands.
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Show an image as JSON: its descriptor, index, manifest and config.
+    Inspect(ImageInspectArgs),
+    /// Remove images nothing names (with -a: every image no container uses) and collect
+    /// the blobs, CID-index entries and snapshots nothing refers to.
+    Prune(ImagePruneArgs),
+    /// Remove images (same as `ferry rmi`).
+    Rm(RmiArgs),
+    /// List images (same as `ferry images`).
+    Ls(ImagesArgs),
+}
+
+/// `ferry image inspect`.
+#[derive(Args)]
+pub struct ImageInspectArgs {
+    /// Show this platform's manifest of a multi-platform image (default: the host's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Images: names, image IDs or ipfs://CID.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `ferry image prune`.
+#[derive(Args)]
+pub struct ImagePruneArgs {
+    /// Remove every image no container uses, not only unnamed ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not ask for confirmation (ferry never asks; accepted for docker's scripts).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// `ferry run`.

@@ -19,9 +19,11 @@ mod context;
 mod control;
 mod daemon;
 mod images;
+mod inspect;
 mod ipfs;
 mod network;
 mod output;
+mod prune;
 mod registry;
 mod run;
 
