@@ -55,6 +55,9 @@ pub enum Error {
     /// Something asked for is not in the store.
     #[error("{0} not found")]
     NotFound(String),
+    /// Garbage collection waited too long for running operations (their leases) to end.
+    #[error("other operations on this root (a pull, load, push or run) are still running")]
+    Busy,
 }
 
 /// The kinds of error that survive wrapping (DESIGN.md "Errors and exit codes").

@@ -8,6 +8,8 @@
 //!   read and write it at once. It holds images (a name bound to a descriptor), the CID index
 //!   (where each IPFS block's bytes are: a byte range of a blob file, or inline for dag-pb
 //!   nodes) and pins.
+//! - `gc.lock`: shared by operations that add content ([`Store::lease`]), taken alone by the
+//!   garbage collector ([`Store::exclusive`]).
 //!
 //! Lifecycle of a blob: [`Store::ingest`] gives an [`Ingest`] (a temporary file); writes go to it
 //! in order or at offsets; [`Ingest::commit`] verifies and makes the blob visible; dropping an
@@ -17,10 +19,12 @@
 
 mod blobs;
 mod error;
+mod gc;
 mod meta;
 
 pub use blobs::{Ingest, VerifiedBlob};
 pub use error::{Error, ErrorKind};
+pub use gc::{Exclusive, GcReport, Lease};
 pub use meta::{BlockEntry, BlockLocation, ImageRecord};
 
 use std::path::{Path, PathBuf};

@@ -87,7 +87,7 @@ fn now() -> i64 {
 }
 
 impl Store {
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (it has its own
         // transactions), so a poisoned lock is still usable.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
@@ -104,6 +104,14 @@ impl Store {
             params![name, json, now()],
         )?;
         Ok(())
+    }
+
+    /// Removes the name `name`; true when it existed. The content stays until collected.
+    pub fn delete_image(&self, name: &str) -> Result<bool, Error> {
+        let n = self
+            .db()
+            .execute("DELETE FROM images WHERE name = ?1", params![name])?;
+        Ok(n > 0)
     }
 
     /// The image called `name`, if any.
@@ -273,6 +281,14 @@ impl Store {
             params![cid.to_string(), name, now()],
         )?;
         Ok(())
+    }
+
+    /// Removes the pin of `cid` (its content stays until collected); true when it was pinned.
+    pub fn unpin(&self, cid: &Cid) -> Result<bool, Error> {
+        let n = self
+            .db()
+            .execute("DELETE FROM pins WHERE cid = ?1", params![cid.to_string()])?;
+        Ok(n > 0)
     }
 
     /// Every pinned CID with the name it was pinned under.

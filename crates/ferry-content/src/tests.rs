@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::time::Duration;
 
 use ferry_oci::{Descriptor, Digest};
 
@@ -138,4 +139,168 @@ fn opening_the_store_removes_abandoned_ingest_files_only() {
     let _again = Store::open(dir.path()).unwrap();
     assert!(!abandoned.exists(), "an unlocked old ingest file survived");
     assert!(live.path().exists(), "an ingest file in use was removed");
+}
+
+/// A manifest naming `config` and `layers`, stored; returns its descriptor.
+fn manifest(s: &Store, config: &Digest, layers: &[&Digest]) -> Descriptor {
+    let d = |digest: &Digest| serde_json::json!({"mediaType": "x", "digest": digest.to_string(), "size": 1});
+    let json = serde_json::json!({
+        "schemaVersion": 2,
+        "config": d(config),
+        "layers": layers.iter().map(|l| d(l)).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec(&json).unwrap();
+    let digest = s.write_blob(&bytes, None).unwrap();
+    Descriptor::new(ferry_oci::media::OCI_MANIFEST, digest, bytes.len() as u64)
+}
+
+/// A dag-pb node linking to `children` (PBNode.Links[].Hash only).
+fn dag_pb(children: &[cid::Cid]) -> Vec<u8> {
+    let mut node = Vec::new();
+    for child in children {
+        let hash = child.to_bytes();
+        let mut link = vec![0x0a, hash.len() as u8];
+        link.extend(hash);
+        node.push(0x12);
+        node.push(link.len() as u8);
+        node.extend(link);
+    }
+    node
+}
+
+fn dag_pb_cid(node: &[u8]) -> cid::Cid {
+    let mh = cid::multihash::Multihash::<64>::wrap(0x12, Digest::of(node).as_bytes()).unwrap();
+    cid::Cid::new_v1(0x70, mh)
+}
+
+fn blob_names(s: &Store) -> Vec<Digest> {
+    let mut names: Vec<Digest> = std::fs::read_dir(s.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            format!("sha256:{}", e.unwrap().file_name().to_string_lossy())
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn collect_keeps_what_names_pins_and_roots_reach_and_removes_the_rest() {
+    let (_d, s) = store();
+    let config = s.write_blob(b"{\"config\":1}", None).unwrap();
+    let layer = s.write_blob(b"layer one", None).unwrap();
+    let other_layer = s.write_blob(b"layer two", None).unwrap();
+    let kept = manifest(&s, &config, &[&layer]);
+    let dropped = manifest(&s, &config, &[&other_layer]);
+    let container_layer = s.write_blob(b"layer of a container's image", None).unwrap();
+    let container_image = manifest(&s, &config, &[&container_layer]);
+    let stray = s.write_blob(b"nobody's", None).unwrap();
+    s.put_image("a:1", &kept).unwrap();
+    s.put_image("b:1", &dropped).unwrap();
+    assert!(s.delete_image("b:1").unwrap());
+    assert!(!s.delete_image("b:1").unwrap());
+
+    // a pinned DAG: a root node (inline) linking to a leaf that is a range of `layer`...
+    let leaf_mh =
+        cid::multihash::Multihash::<64>::wrap(0x12, Digest::of(b"layer").as_bytes()).unwrap();
+    let leaf = cid::Cid::new_v1(0x55, leaf_mh);
+    let root_node = dag_pb(&[leaf]);
+    let root = dag_pb_cid(&root_node);
+    // ...and an unpinned node, and a leaf inside the stray blob
+    let loose_node = dag_pb(&[]);
+    let loose = dag_pb_cid(&loose_node);
+    let stray_mh =
+        cid::multihash::Multihash::<64>::wrap(0x12, Digest::of(b"nobody").as_bytes()).unwrap();
+    let stray_leaf = cid::Cid::new_v1(0x55, stray_mh);
+    let range = |digest: &Digest| BlockLocation::Blob {
+        digest: digest.clone(),
+        offset: 0,
+        length: 5,
+    };
+    s.put_blocks(&[
+        BlockEntry {
+            cid: root,
+            location: BlockLocation::Inline(root_node),
+        },
+        BlockEntry {
+            cid: leaf,
+            location: range(&layer),
+        },
+        BlockEntry {
+            cid: loose,
+            location: BlockLocation::Inline(loose_node),
+        },
+        BlockEntry {
+            cid: stray_leaf,
+            location: range(&stray),
+        },
+    ])
+    .unwrap();
+    s.put_file(&stray_leaf, &stray).unwrap();
+    s.pin(&root, "root").unwrap();
+
+    let report = s
+        .collect(
+            &s.exclusive(Duration::from_secs(1)).unwrap(),
+            std::slice::from_ref(&container_image.digest),
+        )
+        .unwrap();
+
+    let mut want = vec![
+        config,
+        layer,
+        kept.digest,
+        container_layer,
+        container_image.digest.clone(),
+    ];
+    want.sort();
+    assert_eq!(blob_names(&s), want);
+    let mut gone = vec![other_layer, dropped.digest, stray];
+    gone.sort();
+    assert_eq!(
+        report
+            .blobs
+            .iter()
+            .map(|(d, _)| d.clone())
+            .collect::<Vec<_>>(),
+        gone
+    );
+    // loose node, stray leaf, stray file row
+    assert_eq!(report.rows, 3);
+    assert!(s.has_block(&root).unwrap());
+    assert!(s.has_block(&leaf).unwrap());
+    assert!(s.block_location(&loose).unwrap().is_none());
+    assert!(s.block_location(&stray_leaf).unwrap().is_none());
+
+    // nothing more to collect
+    assert_eq!(
+        s.collect(
+            &s.exclusive(Duration::ZERO).unwrap(),
+            &[container_image.digest]
+        )
+        .unwrap(),
+        Default::default()
+    );
+}
+
+#[test]
+fn collect_waits_for_leases_and_gives_up_removing_nothing() {
+    let (_d, s) = store();
+    let stray = s.write_blob(b"being pulled", None).unwrap();
+    let lease = s.lease().unwrap();
+    // a second process's lease is the same lock; another handle on the store shows it
+    let other = Store::open(s.root()).unwrap();
+    let e = other.exclusive(Duration::from_millis(200)).err().unwrap();
+    assert!(matches!(e, Error::Busy), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "other operations on this root (a pull, load, push or run) are still running"
+    );
+    assert!(s.has_blob(&stray));
+    drop(lease);
+    let held = other.exclusive(Duration::from_millis(200)).unwrap();
+    let report = other.collect(&held, &[]).unwrap();
+    assert_eq!(report.blobs, vec![(stray, 12)]);
 }

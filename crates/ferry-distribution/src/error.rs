@@ -19,6 +19,16 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// A push to a registry failed.
+    #[error("push {reference}: {why}")]
+    Push {
+        /// The reference pushed to, normalised.
+        reference: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
     /// Loading an archive or layout directory failed.
     #[error("load {}: {why}", path.display())]
     Load {
@@ -51,7 +61,7 @@ impl Error {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Pull { kind, .. } | Error::Load { kind, .. } => *kind,
+            Error::Pull { kind, .. } | Error::Push { kind, .. } | Error::Load { kind, .. } => *kind,
         }
     }
 }
@@ -110,6 +120,14 @@ impl Fail {
 
     pub(crate) fn into_pull(self, reference: &str) -> Error {
         Error::Pull {
+            reference: reference.to_string(),
+            kind: self.kind,
+            why: self.why,
+        }
+    }
+
+    pub(crate) fn into_push(self, reference: &str) -> Error {
+        Error::Push {
             reference: reference.to_string(),
             kind: self.kind,
             why: self.why,

@@ -1,5 +1,5 @@
-//! Getting images into the content store: from a registry ([`pull`]) and from image archives
-//! and OCI layout directories ([`load_archive`]).
+//! Moving images between the content store and the outside: from and to a registry ([`pull`],
+//! [`push`]) and from image archives and OCI layout directories ([`load_archive`]).
 //!
 //! Both paths keep the bytes they are given: manifests and indexes are stored exactly as served
 //! or archived (their digests are what other tools print), and every blob is verified against
@@ -14,13 +14,17 @@
 #![warn(missing_docs)]
 
 mod archive;
+mod auth;
 mod docker;
 mod error;
 mod json;
 mod layout;
 mod pull;
+mod push;
 pub mod server;
 
 pub use archive::{load_archive, LoadedImage};
+pub use auth::Auth;
 pub use error::{Error, ErrorKind};
 pub use pull::{pull, PullEvent, PullOptions};
+pub use push::{push, PlatformChoice, PushEvent, PushOptions};

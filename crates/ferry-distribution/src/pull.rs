@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind, Fail};
 use crate::json;
+use crate::Auth;
 
 /// The manifest types a pull asks for (the Accept header). Schema 1 is not among them, so a
 /// registry that can convert sends schema 2 instead.
@@ -37,6 +38,8 @@ pub struct PullOptions {
     /// Registries (host or host:port) to reach over plain HTTP. `localhost`, `127.0.0.0/8` and
     /// `::1` are always plain HTTP, as Docker treats them as insecure registries.
     pub insecure_registries: Vec<String>,
+    /// The credentials to present.
+    pub auth: Auth,
 }
 
 impl Default for PullOptions {
@@ -44,6 +47,7 @@ impl Default for PullOptions {
         PullOptions {
             platform: Platform::host(),
             insecure_registries: Vec::new(),
+            auth: Auth::Anonymous,
         }
     }
 }
@@ -83,7 +87,7 @@ pub enum PullEvent {
 /// The bound descriptor is `{mediaType, digest, size}` of the top manifest or index, with the
 /// media type from its `mediaType` field (or its shape, for OCI documents without one).
 ///
-/// Authentication is anonymous. Safe to cancel: dropping the future deletes the partial blob
+/// Credentials are `opts.auth`. Safe to cancel: dropping the future deletes the partial blob
 /// being written and binds nothing; blobs already committed stay in the store.
 pub async fn pull(
     store: &Store,
@@ -109,6 +113,7 @@ async fn pull_image(
     let client = Client::new(client_config(&domain, &opts.insecure_registries));
     let puller = Puller {
         client,
+        auth: opts.auth.to_registry_auth(),
         image,
         store,
         progress,
@@ -149,7 +154,9 @@ async fn pull_image(
 }
 
 /// The registry host and the oci-client reference of a registry reference.
-fn registry_reference(reference: &Reference) -> Result<(String, oci_client::Reference), Fail> {
+pub(crate) fn registry_reference(
+    reference: &Reference,
+) -> Result<(String, oci_client::Reference), Fail> {
     let Reference::Registry {
         domain,
         repository,
@@ -172,7 +179,7 @@ fn registry_reference(reference: &Reference) -> Result<(String, oci_client::Refe
 
 /// The client settings for one pull: plain HTTP for loopback and the configured insecure
 /// registries, HTTPS for the rest; bounded waits so a dead registry gives an error, not a hang.
-fn client_config(domain: &str, insecure: &[String]) -> ClientConfig {
+pub(crate) fn client_config(domain: &str, insecure: &[String]) -> ClientConfig {
     let mut plain: Vec<String> = insecure.to_vec();
     if is_loopback(domain) {
         plain.push(domain.to_string());
@@ -219,6 +226,7 @@ fn select_manifest<'i>(
 /// One pull's client, image and store.
 struct Puller<'a> {
     client: Client,
+    auth: RegistryAuth,
     image: oci_client::Reference,
     store: &'a Store,
     progress: &'a (dyn Fn(PullEvent) + Send + Sync),
@@ -231,7 +239,7 @@ impl Puller<'_> {
         // TODO: cap the body while it arrives; oci-client reads it whole before we see it.
         let (bytes, _) = self
             .client
-            .pull_manifest_raw(image, &RegistryAuth::Anonymous, &ACCEPT)
+            .pull_manifest_raw(image, &self.auth, &ACCEPT)
             .await
             .map_err(registry_fail)?;
         json::check_size(bytes.len() as u64, "manifest")?;
@@ -354,7 +362,7 @@ impl Puller<'_> {
 
 /// Maps an oci-client error to a kind and a short reason (the registry's own message when it
 /// sent one, such as `manifest unknown`).
-fn registry_fail(e: OciDistributionError) -> Fail {
+pub(crate) fn registry_fail(e: OciDistributionError) -> Fail {
     use OciDistributionError as E;
     match e {
         E::RegistryError { envelope, .. } => match envelope.errors.first() {

@@ -26,6 +26,7 @@ fn opts() -> PullOptions {
     PullOptions {
         platform: linux("amd64"),
         insecure_registries: Vec::new(),
+        ..PullOptions::default()
     }
 }
 

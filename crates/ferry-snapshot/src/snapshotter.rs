@@ -110,6 +110,39 @@ impl Snapshotter {
         Ok(snapshot)
     }
 
+    /// The chain IDs of every committed snapshot.
+    pub fn committed(&self) -> Result<Vec<String>, Error> {
+        let dir = self.dir.join("committed");
+        let entries = fs::read_dir(&dir).map_err(Error::io("read snapshot directory", &dir))?;
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+            .filter(|id| digest_hex(id).is_ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Removes the committed snapshot `chain_id`: renamed out of `committed/` first, so no
+    /// later mount finds it half removed. The caller makes sure nothing uses it (the garbage
+    /// collector runs while no other operation on the root holds a lease, and skips snapshots
+    /// that a mounted container lists).
+    pub fn remove_committed(&self, chain_id: &str) -> Result<(), Error> {
+        let dir = self.committed_dir(chain_id)?;
+        let doomed = self
+            .dir
+            .join("tmp")
+            .join(format!("remove-{}", digest_hex(chain_id)?));
+        // What an interrupted removal left.
+        let _ = fs::remove_dir_all(&doomed);
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(Error::io("remove committed snapshot", &dir)(err)),
+        }
+        fs::remove_dir_all(&doomed).map_err(Error::io("remove committed snapshot", &doomed))
+    }
+
     /// Create an active snapshot `key` (upper + work dirs under `dir/active/<key>`) over `lowers`
     /// (bottom first, as in the image) and mount overlayfs at `target`. Handles a single lower
     /// (overlay needs an upper anyway) and an image with no layers (empty lower dir).

@@ -37,10 +37,17 @@ pub enum Command {
     Load(LoadArgs),
     /// Pull an image from a registry (HOST:PORT/REPO:TAG) or from IPFS (ipfs://CID or a bare CID).
     Pull(PullArgs),
-    /// Push a local image into IPFS (ipfs://NAME) and print its CID.
+    /// Push a local image into IPFS (ipfs://NAME, prints its CID) or to a registry
+    /// (HOST:PORT/REPO:TAG).
     Push(PushArgs),
+    /// Give an image (a name, an image ID or ipfs://CID) another name, for pushing to a registry.
+    Tag(TagArgs),
     /// List images.
     Images(ImagesArgs),
+    /// Remove images (their names; the content goes when nothing else refers to it).
+    Rmi(RmiArgs),
+    /// Manage images.
+    Image(ImageArgs),
     /// Run a command in a new container (pulling the image first if it is not here).
     Run(RunArgs),
     /// Run the IPFS node: serve this host's images to peers and on the registry endpoint, fetch
@@ -91,13 +98,42 @@ pub struct PullArgs {
 
 /// `ferry push`.
 #[derive(Args)]
+#[command(after_help = "\
+Examples:
+  ferry push -q ipfs://debian:12                          # prints the image CID
+  ferry tag ipfs://CID 127.0.0.1:5000/me/debian:ipfs
+  ferry push 127.0.0.1:5000/me/debian:ipfs                # to a registry
+
+Pushing to a registry skips blobs it already has. IPFS urls in an image from IPFS are dropped
+(registries refuse them), so its manifest digest in the registry may differ from the local one;
+the local name then points at what the registry holds.")]
 pub struct PushArgs {
-    /// ipfs://NAME, where NAME is a local image (ipfs://debian:12). Pushing to registries
-    /// comes later.
+    /// ipfs://NAME, where NAME is a local image (ipfs://debian:12), or a registry reference
+    /// HOST[:PORT]/REPO:TAG naming a local image (see `ferry tag`).
     pub target: String,
-    /// Print only the CID.
+    /// Print only the CID (IPFS) or the name (registry).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Reach this registry over plain HTTP (localhost and 127.0.0.0/8 always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Push only this platform's manifest of a multi-platform image (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Push every platform of a multi-platform image (all must be here).
+    #[arg(long)]
+    pub all_platforms: bool,
+}
+
+/// `ferry tag`.
+#[derive(Args)]
+pub struct TagArgs {
+    /// The image: a local name, an image ID (digest or its first 12+ hex digits) or ipfs://CID.
+    pub source: String,
+    /// The new name: HOST[:PORT]/REPO:TAG (or NAME:TAG for Docker Hub).
+    pub target: String,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// `ferry images`.
@@ -106,6 +142,71 @@ pub struct ImagesArgs {
     /// Print only image names.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Show the full digest of each image (the manifest or index digest).
+    #[arg(long)]
+    pub digests: bool,
+    /// Output format: `table` or `json` (one JSON object per line, as docker prints).
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    pub format: String,
+}
+
+/// `ferry rmi` and `ferry image rm`.
+#[derive(Args)]
+#[command(after_help = "\
+An image given by name loses that name; given by ID it loses all its names (with -f when it
+has several). When an image's last name goes, its blobs and snapshots that nothing else needs
+are deleted. An image that a kept container was made from stays unless -f.")]
+pub struct RmiArgs {
+    /// Remove even when a container uses the image or it has several names.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Images: names, image IDs or ipfs://CID.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `ferry image`.
+#[derive(Args)]
+pub struct ImageArgs {
+    /// The image command.
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+/// Image commands.
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Show an image as JSON: its descriptor, index, manifest and config.
+    Inspect(ImageInspectArgs),
+    /// Remove images nothing names (with -a: every image no container uses) and collect
+    /// the blobs, CID-index entries and snapshots nothing refers to.
+    Prune(ImagePruneArgs),
+    /// Remove images (same as `ferry rmi`).
+    Rm(RmiArgs),
+    /// List images (same as `ferry images`).
+    Ls(ImagesArgs),
+}
+
+/// `ferry image inspect`.
+#[derive(Args)]
+pub struct ImageInspectArgs {
+    /// Show this platform's manifest of a multi-platform image (default: the host's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Images: names, image IDs or ipfs://CID.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `ferry image prune`.
+#[derive(Args)]
+pub struct ImagePruneArgs {
+    /// Remove every image no container uses, not only unnamed ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not ask for confirmation (ferry never asks; accepted for docker's scripts).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// `ferry run`.

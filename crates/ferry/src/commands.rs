@@ -6,7 +6,9 @@ use ferry_distribution::{load_archive, PullEvent, PullOptions};
 use ferry_oci::{media, Descriptor, ImageConfig, Index, Manifest, Platform, Reference};
 use ferry_unixfs::Profile;
 
-use crate::cli::{Cli, Command, ImagesArgs, IpfsCommand, LoadArgs, PullArgs, PushArgs};
+use crate::cli::{
+    Cli, Command, ImageCommand, ImagesArgs, IpfsCommand, LoadArgs, PullArgs, PushArgs,
+};
 use crate::context::Context;
 use crate::control::{self, Reply, Request};
 use crate::output::{ago, human_size};
@@ -15,11 +17,30 @@ use crate::output::{ago, human_size};
 pub fn dispatch(cli: Cli) -> Result<i32> {
     let ctx = Context::open(cli.root)?;
     let runtime = tokio::runtime::Runtime::new().context("start async runtime")?;
+    // Commands that add content hold a lease, so the garbage collector leaves alone what
+    // they wrote before they name it (`run` takes its own, released once the rootfs is up).
+    let adds_content = match &cli.command {
+        Command::Load(_) | Command::Pull(_) | Command::Push(_) | Command::Tag(_) => true,
+        Command::Ipfs(ipfs) => matches!(ipfs.command, IpfsCommand::Add(_) | IpfsCommand::Cat(_)),
+        _ => false,
+    };
+    let _lease = match adds_content {
+        true => Some(ctx.store.lease().context("lease the store")?),
+        false => None,
+    };
     match cli.command {
         Command::Load(args) => load(&ctx, &args).map(|_| 0),
         Command::Pull(args) => runtime.block_on(pull(&ctx, &args)).map(|_| 0),
         Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
+        Command::Tag(args) => runtime.block_on(crate::images::tag(&ctx, &args)).map(|_| 0),
         Command::Images(args) => images(&ctx, &args).map(|_| 0),
+        Command::Rmi(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
+        Command::Image(image) => match image.command {
+            ImageCommand::Inspect(args) => crate::inspect::inspect(&ctx, &args).map(|_| 0),
+            ImageCommand::Prune(args) => crate::prune::prune(&ctx, &args).map(|_| 0),
+            ImageCommand::Rm(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
+            ImageCommand::Ls(args) => images(&ctx, &args).map(|_| 0),
+        },
         Command::Run(args) => runtime.block_on(crate::run::run(&ctx, args)),
         Command::Daemon(args) => runtime
             .block_on(crate::daemon::daemon(&ctx, args))
@@ -82,6 +103,7 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
             let opts = PullOptions {
                 platform: Platform::host(),
                 insecure_registries: args.insecure_registries.clone(),
+                auth: crate::auth::credentials(&reference)?,
             };
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }
@@ -120,10 +142,7 @@ pub async fn pull_registry(
 
 async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     let Some(name) = args.target.strip_prefix("ipfs://") else {
-        bail!(
-            "push {}: only ipfs://NAME is supported yet (registries come later)",
-            args.target
-        );
+        return crate::images::push_registry(ctx, args).await;
     };
     let image = find_image(&ctx.store, name)?;
     let store = ctx.store.clone();
@@ -217,6 +236,9 @@ pub fn resolve_manifest(
 }
 
 fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
+    if args.digests || args.format != "table" {
+        return crate::inspect::images(ctx, args);
+    }
     let images = ctx.store.list_images()?;
     if args.quiet {
         images.iter().for_each(|i| outln!("{}", i.name));
@@ -240,7 +262,7 @@ fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
 }
 
 /// `registry/repo:tag` → (`registry/repo`, `tag`); a CID or a digest has no tag.
-fn split_name(name: &str) -> (String, String) {
+pub fn split_name(name: &str) -> (String, String) {
     if name.starts_with("sha256:") {
         return ("<none>".into(), "<none>".into());
     }
@@ -255,8 +277,8 @@ fn split_name(name: &str) -> (String, String) {
 }
 
 /// Columns padded to their widest cell, three spaces apart, as docker prints tables.
-fn print_table(rows: &[[String; 5]]) {
-    let mut widths = [0usize; 5];
+pub fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -273,7 +295,7 @@ fn print_table(rows: &[[String; 5]]) {
 }
 
 /// Creation time and size (config and layers, as stored) for the host platform.
-fn summary(
+pub fn summary(
     store: &Store,
     target: &Descriptor,
 ) -> Option<(Option<chrono::DateTime<chrono::Utc>>, u64)> {

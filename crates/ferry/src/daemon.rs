@@ -293,6 +293,8 @@ async fn handle(
     progress: mpsc::UnboundedSender<Reply>,
 ) -> Result<Reply> {
     let request: Request = serde_json::from_str(line).context("bad request")?;
+    // What a request fetches is named only when it ends; the lease guards it until then.
+    let _lease = ctx.store.lease().context("lease the store")?;
     match request {
         Request::Id => {
             let node = node.ok_or_else(|| anyhow!("the daemon is offline"))?;

@@ -11,15 +11,19 @@ macro_rules! outln {
     };
 }
 
+mod auth;
 mod cli;
 mod commands;
 mod container;
 mod context;
 mod control;
 mod daemon;
+mod images;
+mod inspect;
 mod ipfs;
 mod network;
 mod output;
+mod prune;
 mod registry;
 mod run;
 

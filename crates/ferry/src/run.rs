@@ -29,13 +29,15 @@ impl fmt::Display for RunFailed {
 
 /// Runs the container; returns its exit code.
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
+    // Held until the rootfs is mounted: from then on the mount keeps the snapshots.
+    let lease = ctx.store.lease().context("lease the store")?;
     let image = match image_for_run(ctx, &args).await {
         Ok(image) => image,
         Err(e) => return Err(e.context(RunFailed(125))),
     };
     let ctx_root = ctx.root.clone();
     let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || run_container(&ctx_root, &store, &image, &args))
+    tokio::task::spawn_blocking(move || run_container(&ctx_root, &store, &image, &args, lease))
         .await
         .map_err(|e| anyhow!(e).context(RunFailed(125)))?
 }
@@ -56,6 +58,7 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
             let opts = PullOptions {
                 platform: Platform::host(),
                 insecure_registries: Vec::new(),
+                auth: crate::auth::credentials(&reference)?,
             };
             pull_registry(&ctx.store, &reference, &opts, false).await?;
         }
@@ -63,11 +66,18 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
     find_image(&ctx.store, &reference.image_name())
 }
 
-fn run_container(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs) -> Result<i32> {
+fn run_container(
+    root: &Path,
+    store: &Store,
+    image: &ImageRecord,
+    args: &RunArgs,
+    lease: ferry_content::Lease,
+) -> Result<i32> {
     let runc = Runc::new(root.join("runc"));
     let snapshotter = Snapshotter::new(root.join("snapshots")).map_err(|e| anyhow!(e))?;
     sweep(root, &snapshotter, &runc);
     let container = prepare(root, store, &snapshotter, image, args);
+    drop(lease);
     let container = container.map_err(|e| e.context(RunFailed(125)))?;
     let result = runc.run(&container.bundle, &container.id);
     let _ = runc.delete(&container.id);

@@ -1,0 +1,139 @@
+//! Image commands that name, move and remove images: `tag`, `push` to a registry.
+
+use anyhow::{bail, Context as _, Result};
+use ferry_distribution::{PlatformChoice, PushEvent, PushOptions};
+use ferry_oci::{Descriptor, Platform, Reference};
+
+use crate::cli::{PushArgs, TagArgs};
+use crate::commands::find_image;
+use crate::context::Context;
+use crate::output::human_size;
+
+/// `ferry tag SRC DST`: binds the registry name DST to the image SRC names. SRC may be
+/// `ipfs://CID` (pulled from IPFS first when it is not here, from local blocks or peers).
+pub async fn tag(ctx: &Context, args: &TagArgs) -> Result<()> {
+    let target = source_image(ctx, args).await?;
+    let dest: Reference = args.target.parse()?;
+    if matches!(dest, Reference::Ipfs(_)) {
+        bail!(
+            "tag {}: an IPFS name is the image's CID; use `ferry push ipfs://NAME` to get one",
+            args.target
+        );
+    }
+    ctx.store
+        .put_image(&dest.image_name(), &target)
+        .with_context(|| format!("tag {}", args.target))?;
+    Ok(())
+}
+
+async fn source_image(ctx: &Context, args: &TagArgs) -> Result<Descriptor> {
+    if let Ok(Reference::Ipfs(cid)) = args.source.parse::<Reference>() {
+        if let Some(image) = ctx.store.get_image(&cid.to_string())? {
+            return Ok(image.target);
+        }
+        return crate::network::pull_ipfs(ctx, cid, &args.net, true)
+            .await
+            .with_context(|| format!("pull {cid}"));
+    }
+    Ok(find_image(&ctx.store, &args.source)?.target)
+}
+
+/// `ferry push HOST[:PORT]/REPO:TAG`: sends the local image of that name to its registry.
+pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
+    let reference: Reference = args.target.parse()?;
+    let name = reference.image_name();
+    let image = ctx.store.get_image(&name)?.with_context(|| {
+        format!("push {name}: no local image of that name (name one with `ferry tag`)")
+    })?;
+    let opts = PushOptions {
+        platforms: platform_choice(args.platform.as_deref(), args.all_platforms)?,
+        insecure_registries: args.insecure_registries.clone(),
+        auth: crate::auth::credentials(&reference)?,
+    };
+    let quiet = args.quiet;
+    let progress = move |event: PushEvent| {
+        if quiet {
+            return;
+        }
+        match event {
+            PushEvent::BlobStarted { digest, size } => {
+                eprintln!("{}: pushing {}", digest.short(), human_size(size))
+            }
+            PushEvent::BlobProgress { .. } => {}
+            PushEvent::BlobDone {
+                digest, existed, ..
+            } => eprintln!(
+                "{}: {}",
+                digest.short(),
+                if existed {
+                    "layer already exists"
+                } else {
+                    "pushed"
+                }
+            ),
+        }
+    };
+    let pushed =
+        ferry_distribution::push(&ctx.store, &image.target, &reference, &opts, &progress).await?;
+    // The registry's digest is the image's from now on (it differs when IPFS urls were dropped).
+    if pushed.digest != image.target.digest {
+        ctx.store.put_image(&name, &pushed)?;
+    }
+    if quiet {
+        outln!("{name}");
+    } else {
+        let tag = match &reference {
+            Reference::Registry { tag: Some(t), .. } => t.as_str(),
+            _ => "latest",
+        };
+        outln!("{tag}: digest: {} size: {}", pushed.digest, pushed.size);
+    }
+    Ok(())
+}
+
+/// `--platform` / `--all-platforms` as a choice of manifests.
+pub fn platform_choice(platform: Option<&str>, all: bool) -> Result<PlatformChoice> {
+    Ok(match (platform, all) {
+        (Some(_), true) => bail!("--platform and --all-platforms exclude each other"),
+        (Some(p), false) => PlatformChoice::One(parse_platform(p)?),
+        (None, true) => PlatformChoice::All,
+        (None, false) => PlatformChoice::Default,
+    })
+}
+
+/// `os/arch[/variant]` as docker writes it (`linux/arm64/v8`); `arch` alone means linux.
+pub fn parse_platform(text: &str) -> Result<Platform> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let (os, arch, variant) = match parts.as_slice() {
+        [arch] => ("linux", *arch, ""),
+        [os, arch] => (*os, *arch, ""),
+        [os, arch, variant] => (*os, *arch, *variant),
+        _ => bail!("invalid platform {text:?}: use os/arch[/variant], e.g. linux/arm64"),
+    };
+    if os.is_empty() || arch.is_empty() {
+        bail!("invalid platform {text:?}: use os/arch[/variant], e.g. linux/arm64");
+    }
+    let mut platform = Platform::host();
+    platform.os = os.to_string();
+    platform.architecture = arch.to_string();
+    platform.variant = variant.to_string();
+    Ok(platform)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn platforms_parse_as_docker_writes_them() {
+        let p = super::parse_platform("linux/arm64/v8").unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert_eq!(
+            super::parse_platform("amd64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        let e = super::parse_platform("a/b/c/d").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid platform \"a/b/c/d\": use os/arch[/variant], e.g. linux/arm64"
+        );
+    }
+}
