@@ -48,6 +48,27 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// IPFS commands, named as kubo names them.
     Ipfs(IpfsArgs),
+    /// List containers.
+    Ps(crate::lifecycle::PsArgs),
+    /// Print the output of a detached container.
+    Logs(crate::lifecycle::LogsArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(crate::lifecycle::StopArgs),
+    /// Send a signal (default SIGKILL) to running containers.
+    Kill(crate::lifecycle::KillArgs),
+    /// Start stopped containers again, detached.
+    Start(crate::lifecycle::StartArgs),
+    /// Remove containers.
+    Rm(crate::lifecycle::RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(crate::lifecycle::WaitArgs),
+    /// Print what ferry knows about containers, as JSON.
+    Inspect(crate::lifecycle::InspectArgs),
+    /// Run a command in a running container.
+    Exec(crate::lifecycle::ExecArgs),
+    /// Supervise a detached container (started by `run -d` and `start`).
+    #[command(hide = true)]
+    ContainerShim(crate::shim::ShimArgs),
 }
 
 /// `ferry load`.
@@ -112,14 +133,30 @@ pub struct ImagesArgs {
 #[derive(Args)]
 #[command(
     trailing_var_arg = true,
-    after_help = "Not yet: -i, -t, -d, -u and networks other than the host's (containers share \
-                  the host's network). Without --rm the stopped container's files stay under \
-                  ROOT/containers."
+    after_help = "Not yet: -i, -t and networks other than the host's (containers share the \
+                  host's network). Without --rm the stopped container stays (`ferry ps -a`) \
+                  until `ferry rm`."
 )]
 pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container ID; `ferry logs` shows its output.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Name the container (default: a made-up name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run as this user: a name or uid, optionally with :GROUP, looked up in the image's
+    /// /etc/passwd and /etc/group.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// The container's hostname (default: the first 12 characters of its ID).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to pass ferry's own value); repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,

@@ -18,10 +18,12 @@ mod context;
 mod control;
 mod daemon;
 mod ipfs;
+mod lifecycle;
 mod network;
 mod output;
 mod registry;
 mod run;
+mod shim;
 
 use clap::Parser;
 

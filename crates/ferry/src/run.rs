@@ -13,7 +13,7 @@ use ferry_snapshot::{Snapshot, Snapshotter};
 
 use crate::cli::RunArgs;
 use crate::commands::{find_image, pull_registry, resolve_manifest};
-use crate::container::{sweep, ContainerDir};
+use crate::container::{self, sweep, ContainerDir, Lower, Record, Status};
 use crate::context::Context;
 
 /// Marks a failed run with docker's exit code for it (125: ferry failed before the command
@@ -67,10 +67,54 @@ fn run_container(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs
     let runc = Runc::new(root.join("runc"));
     let snapshotter = Snapshotter::new(root.join("snapshots")).map_err(|e| anyhow!(e))?;
     sweep(root, &snapshotter, &runc);
-    let container = prepare(root, store, &snapshotter, image, args);
-    let container = container.map_err(|e| e.context(RunFailed(125)))?;
+    let id = ferry_runtime::new_container_id();
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| container::made_up_name(&id));
+    container::reserve_name(root, &name, &id).map_err(|e| e.context(RunFailed(125)))?;
+    let prepared = prepare(root, store, &snapshotter, image, args, &id, &name);
+    let (container, mut record) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            container::release_name(root, &name, &id);
+            return Err(e.context(RunFailed(125)));
+        }
+    };
+
+    if args.detach {
+        let started = crate::shim::spawn(root, &container);
+        if started.is_err() && record.auto_remove {
+            container::release_name(root, &name, &id);
+            container.release(&snapshotter);
+        }
+        started?;
+        outln!("{id}");
+        return Ok(0);
+    }
+
+    record.status = Status::Running;
+    record.started_at = Some(container::now());
+    record.save(root).map_err(|e| e.context(RunFailed(125)))?;
     let result = runc.run(&container.bundle, &container.id);
     let _ = runc.delete(&container.id);
+    match &result {
+        Ok(code) => {
+            record.status = Status::Exited;
+            record.exit_code = Some(*code);
+            record.finished_at = Some(container::now());
+        }
+        Err(e) => {
+            record.status = Status::Created;
+            record.exit_code = Some(e.exit_code());
+            record.error = Some(e.to_string());
+        }
+    }
+    if record.auto_remove {
+        container::release_name(root, &name, &id);
+    } else if let Err(e) = record.save(root) {
+        tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
+    }
     container.release(&snapshotter);
     match result {
         Ok(code) => Ok(code),
@@ -87,7 +131,9 @@ fn prepare(
     snapshotter: &Snapshotter,
     image: &ImageRecord,
     args: &RunArgs,
-) -> Result<ContainerDir> {
+    id: &str,
+    name: &str,
+) -> Result<(ContainerDir, Record)> {
     let manifest = resolve_manifest(store, &image.target, &Platform::host())?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
         .with_context(|| format!("image config {}", manifest.config.digest))?;
@@ -115,25 +161,54 @@ fn prepare(
         lowers.push(snapshot);
     }
 
-    let container = ContainerDir::create(root, &ferry_runtime::new_container_id(), args.rm)?;
-    let bundle = (|| -> Result<()> {
+    let container = ContainerDir::create(root, id, args.rm)?;
+    let bundle = (|| -> Result<Record> {
         snapshotter.mount_active(&container.id, &lowers, &container.rootfs)?;
-        let hostname = container.id[..12].to_string();
+        let hostname = args
+            .hostname
+            .clone()
+            .unwrap_or_else(|| container.id[..12].to_string());
         let request = process_request(&config, args);
         let process = ferry_runtime::resolve_process(&request, &container.rootfs, &hostname)?;
+        let record = Record {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: args.image.clone(),
+            image_id: image.target.digest.to_string(),
+            command: process.args.clone(),
+            created: container::now(),
+            status: Status::Created,
+            pid: None,
+            exit_code: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            auto_remove: args.rm,
+            detached: args.detach,
+            lowers: lowers
+                .iter()
+                .map(|l| Lower {
+                    chain_id: l.chain_id.clone(),
+                    dir: l.dir.clone(),
+                })
+                .collect(),
+        };
         let spec = ContainerSpec {
             id: container.id.clone(),
             hostname,
             process,
-            read_only: false,
+            read_only: args.read_only,
         };
         ferry_runtime::write_bundle(&container.bundle, &container.rootfs, &spec)?;
-        Ok(())
+        record.save(root)?;
+        Ok(record)
     })();
     match bundle {
-        Ok(()) => Ok(container),
+        Ok(record) => Ok((container, record)),
         Err(e) => {
-            container.release(snapshotter);
+            // Nothing of a container that could not be set up is kept.
+            let _ = snapshotter.remove_active(&container.id, &container.rootfs);
+            let _ = std::fs::remove_dir_all(&container.bundle);
             Err(e)
         }
     }
@@ -151,6 +226,6 @@ fn process_request(config: &ImageConfig, args: &RunArgs) -> ProcessRequest {
         override_cmd: args.command.clone(),
         override_env: args.env.clone(),
         override_working_dir: args.workdir.clone(),
-        override_user: None,
+        override_user: args.user.clone(),
     }
 }
