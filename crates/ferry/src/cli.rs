@@ -133,8 +133,8 @@ pub struct ImagesArgs {
 #[derive(Args)]
 #[command(
     trailing_var_arg = true,
-    after_help = "Not yet: -i, -t and networks other than the host's (containers share the \
-                  host's network). Without --rm the stopped container stays (`ferry ps -a`) \
+    after_help = "Not yet: -i, -t and a bridge network (containers share the host's network \
+                  unless --net none). Without --rm the stopped container stays (`ferry ps -a`) \
                   until `ferry rm`."
 )]
 pub struct RunArgs {
@@ -157,6 +157,29 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Mount a volume: HOST_PATH:CONTAINER_PATH[:ro], NAME:CONTAINER_PATH[:ro] for a named
+    /// volume kept under ROOT/volumes, or CONTAINER_PATH for a new anonymous one; repeatable.
+    #[arg(short, long = "volume", value_name = "SRC:DEST[:ro]")]
+    pub volume: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Memory limit, e.g. 512m or 1g.
+    #[arg(short, long, value_name = "BYTES", value_parser = crate::runopts::parse_bytes)]
+    pub memory: Option<i64>,
+    /// CPUs the container may use, e.g. 1.5.
+    #[arg(long, value_name = "NUMBER", value_parser = crate::runopts::parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Most processes the container may have.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    pub pids_limit: Option<i64>,
+    /// When to pull the image: always, missing (when not here) or never.
+    #[arg(long, value_enum, default_value = "missing", value_name = "WHEN")]
+    pub pull: PullPolicy,
+    /// The network: host (the host's) or none (only loopback).
+    #[arg(long = "net", alias = "network", default_value = "host", value_name = "NETWORK",
+          value_parser = crate::runopts::parse_network)]
+    pub network: ferry_runtime::Network,
     /// Set an environment variable (KEY=VALUE, or KEY to pass ferry's own value); repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
@@ -173,6 +196,17 @@ pub struct RunArgs {
     /// The command and its arguments (default: the image's).
     #[arg(allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `ferry run --pull`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull even when the image is here.
+    Always,
+    /// Pull only when the image is not here.
+    Missing,
+    /// Never pull; fail when the image is not here.
+    Never,
 }
 
 /// `ferry daemon` and `ferry ipfs daemon`.

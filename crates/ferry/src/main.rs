@@ -23,6 +23,7 @@ mod network;
 mod output;
 mod registry;
 mod run;
+mod runopts;
 mod shim;
 
 use clap::Parser;

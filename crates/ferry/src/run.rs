@@ -8,10 +8,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::{ImageRecord, Store};
 use ferry_distribution::PullOptions;
 use ferry_oci::{ImageConfig, Platform, Reference};
-use ferry_runtime::{ContainerSpec, ProcessRequest, Runc};
+use ferry_runtime::{ContainerSpec, ProcessRequest, Resources, Runc};
 use ferry_snapshot::{Snapshot, Snapshotter};
 
-use crate::cli::RunArgs;
+use crate::cli::{PullPolicy, RunArgs};
 use crate::commands::{find_image, pull_registry, resolve_manifest};
 use crate::container::{self, sweep, ContainerDir, Lower, Record, Status};
 use crate::context::Context;
@@ -40,10 +40,16 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
         .map_err(|e| anyhow!(e).context(RunFailed(125)))?
 }
 
-/// The local image, pulled first when it is not here (as `docker run --pull missing`).
+/// The local image, pulled first as `--pull` says (default: when it is not here).
 async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
-    if let Ok(image) = find_image(&ctx.store, &args.image) {
-        return Ok(image);
+    if args.pull != PullPolicy::Always {
+        match find_image(&ctx.store, &args.image) {
+            Ok(image) => return Ok(image),
+            Err(e) if args.pull == PullPolicy::Never => {
+                return Err(e.context(format!("image {} is not here (--pull never)", args.image)))
+            }
+            Err(_) => {}
+        }
     }
     let reference: Reference = args.image.parse()?;
     match &reference {
@@ -168,8 +174,22 @@ fn prepare(
             .hostname
             .clone()
             .unwrap_or_else(|| container.id[..12].to_string());
-        let request = process_request(&config, args);
+        let mut env = Vec::new();
+        for file in &args.env_file {
+            env.extend(crate::runopts::read_env_file(file)?);
+        }
+        env.extend(args.env.iter().cloned());
+        let request = process_request(&config, args, env);
         let process = ferry_runtime::resolve_process(&request, &container.rootfs, &hostname)?;
+        let mut binds = Vec::new();
+        for volume in &args.volume {
+            binds.push(crate::runopts::parse_volume(root, volume)?);
+        }
+        binds.extend(crate::runopts::etc_files(
+            &container.bundle,
+            &hostname,
+            &args.network,
+        )?);
         let record = Record {
             id: id.to_string(),
             name: name.to_string(),
@@ -198,6 +218,13 @@ fn prepare(
             hostname,
             process,
             read_only: args.read_only,
+            binds,
+            resources: Resources {
+                memory: args.memory,
+                cpus: args.cpus,
+                pids: args.pids_limit,
+            },
+            network: args.network.clone(),
         };
         ferry_runtime::write_bundle(&container.bundle, &container.rootfs, &spec)?;
         record.save(root)?;
@@ -214,7 +241,7 @@ fn prepare(
     }
 }
 
-fn process_request(config: &ImageConfig, args: &RunArgs) -> ProcessRequest {
+fn process_request(config: &ImageConfig, args: &RunArgs, env: Vec<String>) -> ProcessRequest {
     let c = config.config.clone().unwrap_or_default();
     ProcessRequest {
         entrypoint: c.entrypoint.unwrap_or_default(),
@@ -224,7 +251,7 @@ fn process_request(config: &ImageConfig, args: &RunArgs) -> ProcessRequest {
         user: c.user.unwrap_or_default(),
         override_entrypoint: args.entrypoint.clone(),
         override_cmd: args.command.clone(),
-        override_env: args.env.clone(),
+        override_env: env,
         override_working_dir: args.workdir.clone(),
         override_user: args.user.clone(),
     }
