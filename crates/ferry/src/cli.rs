@@ -42,7 +42,7 @@ pub enum Command {
     /// List images.
     Images(ImagesArgs),
     /// Run a command in a new container (pulling the image first if it is not here).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the IPFS node: serve this host's images to peers and on the registry endpoint, fetch
     /// for the CLI.
     Daemon(DaemonArgs),

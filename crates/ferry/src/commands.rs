@@ -20,7 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Pull(args) => runtime.block_on(pull(&ctx, &args)).map(|_| 0),
         Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
         Command::Images(args) => images(&ctx, &args).map(|_| 0),
-        Command::Run(args) => runtime.block_on(crate::run::run(&ctx, args)),
+        Command::Run(args) => runtime.block_on(crate::run::run(&ctx, *args)),
         Command::Ps(args) => crate::lifecycle::ps(&ctx.root, &args).map(|_| 0),
         Command::Logs(args) => crate::lifecycle::logs(&ctx.root, &args).map(|_| 0),
         Command::Stop(args) => crate::lifecycle::stop(&ctx.root, &args).map(|_| 0),
