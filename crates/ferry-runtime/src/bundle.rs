@@ -78,6 +78,9 @@ pub struct ContainerSpec {
     pub process: Process,
     /// Mount the root filesystem read-only.
     pub read_only: bool,
+    /// Give the process a pseudo-terminal (`-t`): runc makes it, and hands its master to the
+    /// caller's console socket or, for `runc run` in the foreground, relays it to its own.
+    pub terminal: bool,
     /// Host files and directories mounted into the container, in this order (volumes, and the
     /// container's own `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`).
     pub binds: Vec<Bind>,
@@ -162,13 +165,16 @@ fn build_config(bundle: &Path, rootfs: &Path, spec: &ContainerSpec) -> Result<Sp
         .root(root)
         .hostname(spec.hostname.clone())
         .mounts(mounts)
-        .process(build_process(&spec.process).map_err(invalid)?)
+        .process(build_process(&spec.process, spec.terminal).map_err(invalid)?)
         .linux(build_linux(spec).map_err(invalid)?)
         .build()
         .map_err(invalid)
 }
 
-fn build_process(process: &Process) -> Result<oci_spec::runtime::Process, oci_spec::OciSpecError> {
+fn build_process(
+    process: &Process,
+    terminal: bool,
+) -> Result<oci_spec::runtime::Process, oci_spec::OciSpecError> {
     let user = UserBuilder::default()
         .uid(process.uid)
         .gid(process.gid)
@@ -194,7 +200,7 @@ fn build_process(process: &Process) -> Result<oci_spec::runtime::Process, oci_sp
 
     // Docker leaves no_new_privileges off by default so that setuid binaries keep working.
     ProcessBuilder::default()
-        .terminal(false)
+        .terminal(terminal)
         .user(user)
         .args(process.args.clone())
         .env(process.env.clone())
@@ -359,6 +365,7 @@ mod tests {
                 additional_gids: vec![5, 6],
             },
             read_only: true,
+            terminal: false,
             binds: Vec::new(),
             resources: Resources::default(),
             network: Network::Host,

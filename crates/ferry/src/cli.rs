@@ -133,8 +133,8 @@ pub struct ImagesArgs {
 #[derive(Args)]
 #[command(
     trailing_var_arg = true,
-    after_help = "Not yet: -i, -t and a bridge network (containers share the host's network \
-                  unless --net none). Without --rm the stopped container stays (`ferry ps -a`) \
+    after_help = "Not yet: -t with -d, and a bridge network (containers share the host's \
+                  network unless --net none). Without --rm the stopped container stays (`ferry ps -a`) \
                   until `ferry rm`."
 )]
 pub struct RunArgs {
@@ -144,6 +144,14 @@ pub struct RunArgs {
     /// Run in the background and print the container ID; `ferry logs` shows its output.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep stdin open and pass it to the container (without it the container's stdin is
+    /// empty).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal; with -i, your terminal is put in raw mode and
+    /// drives it (Ctrl-C and Ctrl-D go to the container, its window size follows yours).
+    #[arg(short, long)]
+    pub tty: bool,
     /// Name the container (default: a made-up name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

@@ -114,6 +114,9 @@ pub struct ExecArgs {
     /// Keep stdin open and pass it to the command.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Give the command a pseudo-terminal (with -i, driven by yours in raw mode).
+    #[arg(short, long)]
+    pub tty: bool,
     /// Set an environment variable (KEY=VALUE); repeatable.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -553,6 +556,13 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
             )));
         }
         options.extend(["--env".to_string(), env.clone()]);
+    }
+    if args.tty {
+        use std::io::IsTerminal;
+        if args.interactive && !std::io::stdin().is_terminal() {
+            return Err(fail(anyhow!("the input device is not a TTY")));
+        }
+        options.push("--tty".to_string());
     }
     if let Some(cwd) = &args.workdir {
         options.extend(["--cwd".to_string(), cwd.clone()]);

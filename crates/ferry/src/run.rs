@@ -2,13 +2,15 @@
 //! runtime bundle and run it with runc.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::Path;
+use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::{ImageRecord, Store};
 use ferry_distribution::PullOptions;
 use ferry_oci::{ImageConfig, Platform, Reference};
-use ferry_runtime::{ContainerSpec, ProcessRequest, Resources, Runc};
+use ferry_runtime::{ContainerSpec, ProcessRequest, Resources, RunStdio, Runc};
 use ferry_snapshot::{Snapshot, Snapshotter};
 
 use crate::cli::{PullPolicy, RunArgs};
@@ -29,6 +31,9 @@ impl fmt::Display for RunFailed {
 
 /// Runs the container; returns its exit code.
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
+    if let Err(e) = check_terminal_flags(&args) {
+        return Err(e.context(RunFailed(125)));
+    }
     let image = match image_for_run(ctx, &args).await {
         Ok(image) => image,
         Err(e) => return Err(e.context(RunFailed(125))),
@@ -38,6 +43,25 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
     tokio::task::spawn_blocking(move || run_container(&ctx_root, &store, &image, &args))
         .await
         .map_err(|e| anyhow!(e).context(RunFailed(125)))?
+}
+
+/// `-t` needs a terminal to relay, and a detached container nobody to relay it to.
+fn check_terminal_flags(args: &RunArgs) -> Result<()> {
+    if !args.tty {
+        return Ok(());
+    }
+    if args.detach {
+        // TODO: -dt needs runc's console socket and a supervisor that keeps the terminal's
+        // master; until then detached containers have pipes only.
+        bail!("-t with -d is not supported yet: run detached without -t");
+    }
+    if args.interactive && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY");
+    }
+    if !std::io::stdin().is_terminal() && !std::io::stdout().is_terminal() {
+        bail!("-t needs a terminal on stdin or stdout");
+    }
+    Ok(())
 }
 
 /// The local image, pulled first as `--pull` says (default: when it is not here).
@@ -102,7 +126,18 @@ fn run_container(root: &Path, store: &Store, image: &ImageRecord, args: &RunArgs
     record.status = Status::Running;
     record.started_at = Some(container::now());
     record.save(root).map_err(|e| e.context(RunFailed(125)))?;
-    let result = runc.run(&container.bundle, &container.id);
+    let stdio = RunStdio {
+        // docker run without -i gives the container an empty stdin.
+        stdin: if args.interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        },
+        ..RunStdio::default()
+    };
+    // With -t, runc in the foreground makes the pseudo-terminal, puts ferry's terminal in raw
+    // mode, relays both ways and follows SIGWINCH (runc `tty.go`, `signals.go`).
+    let result = runc.run_with(&container.bundle, &container.id, stdio);
     let _ = runc.delete(&container.id);
     match &result {
         Ok(code) => {
@@ -178,6 +213,13 @@ fn prepare(
         for file in &args.env_file {
             env.extend(crate::runopts::read_env_file(file)?);
         }
+        if args.tty {
+            // As docker: a terminal gets a TERM unless the image or the user sets one.
+            let image_env = config.config.as_ref().and_then(|c| c.env.as_ref());
+            if !image_env.is_some_and(|e| e.iter().any(|v| v.starts_with("TERM="))) {
+                env.push("TERM=xterm".to_string());
+            }
+        }
         env.extend(args.env.iter().cloned());
         let request = process_request(&config, args, env);
         let process = ferry_runtime::resolve_process(&request, &container.rootfs, &hostname)?;
@@ -218,6 +260,7 @@ fn prepare(
             hostname,
             process,
             read_only: args.read_only,
+            terminal: args.tty,
             binds,
             resources: Resources {
                 memory: args.memory,

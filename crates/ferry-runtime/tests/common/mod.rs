@@ -104,6 +104,7 @@ impl Fixture {
             hostname: "box".to_string(),
             process,
             read_only,
+            terminal: false,
             // The host's hosts file, read-only, as a bind of the caller's.
             binds: host_hosts_bind(),
             resources: Default::default(),
