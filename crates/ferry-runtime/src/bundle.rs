@@ -8,10 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::error::Error;
@@ -64,8 +64,8 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// Host files bind-mounted read-only into every container when the host has them.
-const HOST_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
+/// The CFS period `--cpus` quotas are given in (docker's, 100 ms).
+const CPU_PERIOD: u64 = 100_000;
 
 /// Settings of one container run.
 #[derive(Clone, Debug)]
@@ -78,17 +78,61 @@ pub struct ContainerSpec {
     pub process: Process,
     /// Mount the root filesystem read-only.
     pub read_only: bool,
+    /// Give the process a pseudo-terminal (`-t`): runc makes it, and hands its master to the
+    /// caller's console socket or, for `runc run` in the foreground, relays it to its own.
+    pub terminal: bool,
+    /// Host files and directories mounted into the container, in this order (volumes, and the
+    /// container's own `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`).
+    pub binds: Vec<Bind>,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// The network namespace.
+    pub network: Network,
+}
+
+/// A host path bind-mounted into the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// The host file or directory.
+    pub source: PathBuf,
+    /// The absolute path inside the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// cgroup limits of a container (`docker run --memory`, `--cpus`, `--pids-limit`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPUs the container may use, as a fraction (1.5 = one and a half CPUs).
+    pub cpus: Option<f64>,
+    /// Most processes the container may have.
+    pub pids: Option<i64>,
+}
+
+/// Which network namespace a container gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The host's (`--net host`).
+    #[default]
+    Host,
+    /// A new one with only a loopback interface (`--net none`).
+    None,
+    /// An existing one, set up by the caller (a CNI network), given by its path.
+    Join(PathBuf),
 }
 
 /// Writes `bundle/config.json` for runc, creating `bundle` when missing.
 ///
-/// The container gets its own pid, ipc, uts and mount namespaces but shares the host's network
-/// (TODO: a network namespace once the CNI setup exists), the usual `/proc`, `/dev`, `/sys`
-/// mounts, docker's default capabilities, runc's masked and read-only paths, the host's
-/// `/etc/resolv.conf` and `/etc/hosts` read-only, and `RLIMIT_NOFILE` 1024.
+/// The container gets its own pid, ipc, uts and mount namespaces, the network namespace of
+/// [`ContainerSpec::network`], the usual `/proc`, `/dev`, `/sys` mounts, docker's default
+/// capabilities, runc's masked and read-only paths, the binds of [`ContainerSpec::binds`],
+/// the cgroup limits of [`ContainerSpec::resources`] and `RLIMIT_NOFILE` 1024.
 pub fn write_bundle(bundle: &Path, rootfs: &Path, spec: &ContainerSpec) -> Result<(), Error> {
     let rootfs = fs::canonicalize(rootfs).map_err(Error::io(rootfs))?;
-    let config = build_config(bundle, &rootfs, spec, Path::new("/"))?;
+    let config = build_config(bundle, &rootfs, spec)?;
     let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config {
         bundle: bundle.to_path_buf(),
         reason: e.to_string(),
@@ -101,13 +145,8 @@ pub fn write_bundle(bundle: &Path, rootfs: &Path, spec: &ContainerSpec) -> Resul
     Ok(())
 }
 
-/// The runtime config; `host_root` is where the host files are looked for (a seam for tests).
-fn build_config(
-    bundle: &Path,
-    rootfs: &Path,
-    spec: &ContainerSpec,
-    host_root: &Path,
-) -> Result<Spec, Error> {
+/// The runtime config.
+fn build_config(bundle: &Path, rootfs: &Path, spec: &ContainerSpec) -> Result<Spec, Error> {
     let invalid = |e: oci_spec::OciSpecError| Error::Config {
         bundle: bundle.to_path_buf(),
         reason: e.to_string(),
@@ -119,20 +158,23 @@ fn build_config(
         .build()
         .map_err(invalid)?;
     let mut mounts = default_mounts().map_err(invalid)?;
-    mounts.extend(host_file_mounts(host_root).map_err(invalid)?);
+    mounts.extend(bind_mounts(&spec.binds).map_err(invalid)?);
 
     SpecBuilder::default()
         .version(OCI_VERSION)
         .root(root)
         .hostname(spec.hostname.clone())
         .mounts(mounts)
-        .process(build_process(&spec.process).map_err(invalid)?)
-        .linux(build_linux(&spec.id).map_err(invalid)?)
+        .process(build_process(&spec.process, spec.terminal).map_err(invalid)?)
+        .linux(build_linux(spec).map_err(invalid)?)
         .build()
         .map_err(invalid)
 }
 
-fn build_process(process: &Process) -> Result<oci_spec::runtime::Process, oci_spec::OciSpecError> {
+fn build_process(
+    process: &Process,
+    terminal: bool,
+) -> Result<oci_spec::runtime::Process, oci_spec::OciSpecError> {
     let user = UserBuilder::default()
         .uid(process.uid)
         .gid(process.gid)
@@ -158,7 +200,7 @@ fn build_process(process: &Process) -> Result<oci_spec::runtime::Process, oci_sp
 
     // Docker leaves no_new_privileges off by default so that setuid binaries keep working.
     ProcessBuilder::default()
-        .terminal(false)
+        .terminal(terminal)
         .user(user)
         .args(process.args.clone())
         .env(process.env.clone())
@@ -169,8 +211,8 @@ fn build_process(process: &Process) -> Result<oci_spec::runtime::Process, oci_sp
         .build()
 }
 
-fn build_linux(id: &str) -> Result<oci_spec::runtime::Linux, oci_spec::OciSpecError> {
-    let namespaces = [
+fn build_linux(spec: &ContainerSpec) -> Result<oci_spec::runtime::Linux, oci_spec::OciSpecError> {
+    let mut namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
@@ -179,20 +221,47 @@ fn build_linux(id: &str) -> Result<oci_spec::runtime::Linux, oci_spec::OciSpecEr
     .into_iter()
     .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
     .collect::<Result<Vec<_>, _>>()?;
+    match &spec.network {
+        Network::Host => {}
+        Network::None => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+        Network::Join(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
+                .build()?,
+        ),
+    }
 
     // Deny every device; runc itself allows the standard ones (null, zero, tty, ...).
     let deny_all = LinuxDeviceCgroupBuilder::default()
         .allow(false)
         .access("rwm")
         .build()?;
-    let resources = LinuxResourcesBuilder::default()
-        .devices(vec![deny_all])
-        .build()?;
+    let mut resources = LinuxResourcesBuilder::default().devices(vec![deny_all]);
+    let limits = &spec.resources;
+    if let Some(limit) = limits.memory {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    if let Some(cpus) = limits.cpus {
+        let quota = (cpus * CPU_PERIOD as f64).round() as i64;
+        let cpu = LinuxCpuBuilder::default()
+            .quota(quota)
+            .period(CPU_PERIOD)
+            .build()?;
+        resources = resources.cpu(cpu);
+    }
+    if let Some(limit) = limits.pids {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
 
     LinuxBuilder::default()
         .namespaces(namespaces)
-        .resources(resources)
-        .cgroups_path(PathBuf::from(format!("{CGROUP_PARENT}/{id}")))
+        .resources(resources.build()?)
+        .cgroups_path(PathBuf::from(format!("{CGROUP_PARENT}/{}", spec.id)))
         .masked_paths(MASKED_PATHS.map(String::from).to_vec())
         .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
         .build()
@@ -259,26 +328,23 @@ fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
         .collect()
 }
 
-/// Read-only binds of the host's resolver and hosts files, for those the host has.
-fn host_file_mounts(host_root: &Path) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
-    let mut mounts = Vec::new();
-    for file in HOST_FILES {
-        let source = host_root.join(file.trim_start_matches('/'));
-        if !source.is_file() {
-            tracing::debug!(file, "host file absent, not mounted");
-            continue;
-        }
-        let options = ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"];
-        mounts.push(
+/// The binds, recursive and private as docker mounts volumes.
+fn bind_mounts(binds: &[Bind]) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+    binds
+        .iter()
+        .map(|bind| {
+            let mut options = vec!["rbind", "rprivate"];
+            if bind.read_only {
+                options.push("ro");
+            }
             MountBuilder::default()
-                .destination(file)
+                .destination(&bind.destination)
                 .typ("bind")
-                .source(source)
-                .options(options.map(String::from).to_vec())
-                .build()?,
-        );
-    }
-    Ok(mounts)
+                .source(&bind.source)
+                .options(options.into_iter().map(String::from).collect::<Vec<_>>())
+                .build()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -299,18 +365,21 @@ mod tests {
                 additional_gids: vec![5, 6],
             },
             read_only: true,
+            terminal: false,
+            binds: Vec::new(),
+            resources: Resources::default(),
+            network: Network::Host,
         }
     }
 
-    fn config_json(host_root: &Path) -> Value {
-        let config = build_config(Path::new("/b"), Path::new("/r/rootfs"), &spec(), host_root);
+    fn config_of(spec: &ContainerSpec) -> Value {
+        let config = build_config(Path::new("/b"), Path::new("/r/rootfs"), spec);
         serde_json::to_value(config.unwrap()).unwrap()
     }
 
     #[test]
     fn config_carries_process_root_and_namespaces() {
-        let empty_host = tempfile::tempdir().unwrap();
-        let v = config_json(empty_host.path());
+        let v = config_of(&spec());
         assert_eq!(v["ociVersion"], "1.0.2");
         assert_eq!(v["root"], json!({"path": "/r/rootfs", "readonly": true}));
         assert_eq!(v["hostname"], "box");
@@ -341,8 +410,7 @@ mod tests {
 
     #[test]
     fn config_has_docker_default_capabilities() {
-        let empty_host = tempfile::tempdir().unwrap();
-        let v = config_json(empty_host.path());
+        let v = config_of(&spec());
         for set in ["bounding", "effective", "permitted"] {
             let mut caps: Vec<&str> = v["process"]["capabilities"][set]
                 .as_array()
@@ -374,11 +442,21 @@ mod tests {
     }
 
     #[test]
-    fn config_binds_only_host_files_that_exist() {
-        let host = tempfile::tempdir().unwrap();
-        fs::create_dir(host.path().join("etc")).unwrap();
-        fs::write(host.path().join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
-        let v = config_json(host.path());
+    fn config_binds_volumes_after_the_default_mounts() {
+        let mut spec = spec();
+        spec.binds = vec![
+            Bind {
+                source: "/srv/data".into(),
+                destination: "/data".into(),
+                read_only: false,
+            },
+            Bind {
+                source: "/c/hosts".into(),
+                destination: "/etc/hosts".into(),
+                read_only: true,
+            },
+        ];
+        let v = config_of(&spec);
         let mounts = v["mounts"].as_array().unwrap();
         let dests: Vec<&str> = mounts
             .iter()
@@ -394,16 +472,39 @@ mod tests {
                 "/dev/mqueue",
                 "/sys",
                 "/sys/fs/cgroup",
+                "/data",
                 "/etc/hosts"
             ]
         );
-        let hosts = &mounts[7];
         assert_eq!(
-            hosts["source"],
-            host.path().join("etc/hosts").to_str().unwrap()
+            mounts[7],
+            json!({"destination": "/data", "type": "bind", "source": "/srv/data",
+                   "options": ["rbind", "rprivate"]})
         );
-        assert_eq!(hosts["type"], "bind");
-        assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
+        assert_eq!(mounts[8]["options"], json!(["rbind", "rprivate", "ro"]));
+    }
+
+    #[test]
+    fn config_sets_limits_and_the_network_namespace() {
+        let mut spec = spec();
+        spec.resources = Resources {
+            memory: Some(64 << 20),
+            cpus: Some(1.5),
+            pids: Some(20),
+        };
+        spec.network = Network::Join("/run/netns/x".into());
+        let v = config_of(&spec);
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["cpu"], json!({"quota": 150000, "period": 100000}));
+        assert_eq!(r["pids"], json!({"limit": 20}));
+        assert_eq!(
+            v["linux"]["namespaces"][4],
+            json!({"type": "network", "path": "/run/netns/x"})
+        );
+        spec.network = Network::None;
+        let v = config_of(&spec);
+        assert_eq!(v["linux"]["namespaces"][4], json!({"type": "network"}));
     }
 
     #[test]

@@ -143,6 +143,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// `runc kill` failed.
+    #[error("cannot signal container {id}: {reason}")]
+    Kill {
+        /// The container.
+        id: String,
+        /// runc's message.
+        reason: String,
+    },
+
     /// `runc delete` failed for a reason other than a missing container.
     #[error("cannot delete container {id}: {reason}")]
     Delete {

@@ -25,7 +25,7 @@ mod runc;
 mod signals;
 mod user;
 
-pub use bundle::{write_bundle, ContainerSpec};
+pub use bundle::{write_bundle, Bind, ContainerSpec, Network, Resources};
 pub use error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_START_FAILED};
 pub use process::{resolve_process, Process, ProcessRequest, DEFAULT_PATH};
 pub use runc::{RunStdio, Runc, RUNC_ENV};

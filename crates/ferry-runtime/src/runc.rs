@@ -1,4 +1,5 @@
-//! Driving the runc binary: `run` in the foreground and `delete`.
+//! Driving the runc binary: `run` in the foreground, `create` and `start` for a supervisor,
+//! `kill`, `exec` and `delete`.
 
 use std::fs;
 use std::io;
@@ -22,6 +23,9 @@ const LOG_FILE: &str = "runc.log";
 /// runc exits 1 from its fatal-error path (runc `main.go`); with an error in its log, that 1 is
 /// runc's failure, not the container's exit code.
 const RUNC_FAILED: i32 = 1;
+
+/// runc exec's exit code when the process could not be started (runc `exec.go`).
+const EXIT_FAILED_EXEC: i32 = 255;
 
 /// Standard streams for a container run by [`Runc::run_with`].
 #[derive(Debug)]
@@ -151,6 +155,123 @@ impl Runc {
         })
     }
 
+    /// `runc create`: sets the container up with `stdio` as its standard streams and leaves
+    /// its process waiting for [`Runc::start`]; returns the container process's pid (read from
+    /// runc's pid file in the bundle). The process is re-parented to the nearest subreaper once
+    /// runc exits, so the caller should be one (`PR_SET_CHILD_SUBREAPER`) to reap it.
+    ///
+    /// Blocks the calling thread.
+    pub fn create(&self, bundle: &Path, id: &str, stdio: RunStdio) -> Result<i32, Error> {
+        let log = bundle.join(LOG_FILE);
+        let pid_file = bundle.join("pid");
+        for stale in [&log, &pid_file] {
+            match fs::remove_file(stale) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::io(stale)(e));
+                }
+                _ => {}
+            }
+        }
+        let mut command = self.command();
+        command
+            .arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "create", "--bundle"])
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
+        let status = command.status().map_err(|e| self.spawn_error(e))?;
+        if !status.success() {
+            self.remove_leftover_state(id);
+            let reason = last_error(&log).unwrap_or_else(|| format!("runc create {status}"));
+            return Err(classify_start_failure(id, reason));
+        }
+        let text = fs::read_to_string(&pid_file).map_err(Error::io(&pid_file))?;
+        text.trim().parse().map_err(|_| Error::Start {
+            id: id.to_string(),
+            reason: format!("runc wrote no pid to {}", pid_file.display()),
+        })
+    }
+
+    /// `runc start`: runs the user's command in a container made by [`Runc::create`].
+    pub fn start(&self, bundle: &Path, id: &str) -> Result<(), Error> {
+        let log = bundle.join(LOG_FILE);
+        let output = self
+            .command()
+            .arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "start", id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error(e))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let reason = last_error(&log)
+            .unwrap_or_else(|| String::from_utf8_lossy(&output.stderr).trim().to_string());
+        Err(classify_start_failure(id, reason))
+    }
+
+    /// `runc kill ID SIGNAL`: sends `signal` (a name such as `TERM` or a number) to the
+    /// container's first process.
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), Error> {
+        let output = self
+            .command()
+            .args(["kill", id, signal])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error(e))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(Error::Kill {
+            id: id.to_string(),
+            reason: last_line(&output.stderr),
+        })
+    }
+
+    /// `runc exec`: runs `args` in the running container `id` with runc's `options` (`--env`,
+    /// `--cwd`, `--user`, `--tty`) and ferry's own stdio, and returns the process's exit code;
+    /// a command that cannot be started maps to 126 or 127 as [`Runc::run_with`] does. runc
+    /// logs to `log`, which the caller removes.
+    ///
+    /// Blocks the calling thread.
+    pub fn exec(
+        &self,
+        id: &str,
+        log: &Path,
+        options: &[String],
+        args: &[String],
+    ) -> Result<i32, Error> {
+        let mut command = self.command();
+        command
+            .arg("--log")
+            .arg(log)
+            .args(["--log-format", "json", "exec"])
+            .args(options)
+            .arg(id)
+            .args(args);
+        let mut forwarding = Forwarding::start()?;
+        let mut child = command.spawn().map_err(|source| self.spawn_error(source))?;
+        let status = wait_forwarding(&mut child, &mut forwarding, id);
+        drop(forwarding);
+        let code = exit_code(status?);
+        if code == RUNC_FAILED || code == EXIT_FAILED_EXEC {
+            if let Some(reason) = last_error(log) {
+                let reason = reason
+                    .strip_prefix("exec failed: ")
+                    .unwrap_or(&reason)
+                    .to_string();
+                return Err(classify_start_failure(id, reason));
+            }
+        }
+        Ok(code)
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         command.arg("--root").arg(&self.state_dir);
@@ -214,7 +335,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 }
 
 /// The message of the last error-level entry of runc's JSON log, without runc's
-/// "runc run failed: " prefix.
+/// "runc run failed: " (or create) prefix.
 fn last_error(log: &Path) -> Option<String> {
     let text = fs::read_to_string(log).ok()?;
     let message = text
@@ -223,10 +344,18 @@ fn last_error(log: &Path) -> Option<String> {
         .filter_map(|line| serde_json::from_str::<LogEntry>(line).ok())
         .find(|entry| entry.level == "error")?
         .msg;
-    let message = message
-        .strip_prefix("runc run failed: ")
+    let message = ["runc run failed: ", "runc create failed: "]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
         .unwrap_or(&message);
     Some(message.trim().to_string())
+}
+
+/// The last non-empty line of a command's stderr.
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty());
+    line.unwrap_or("no message").trim().to_string()
 }
 
 #[derive(serde::Deserialize)]

@@ -119,7 +119,7 @@ fn read_only_rootfs_refuses_writes() {
 }
 
 #[test]
-fn host_hosts_file_is_mounted_read_only() {
+fn a_read_only_bind_of_a_host_file_refuses_writes() {
     require_runc!();
     let Ok(host_hosts) = std::fs::read_to_string("/etc/hosts") else {
         eprintln!("skipped: the host has no /etc/hosts");

@@ -27,6 +27,10 @@ fn sigterm_to_ferry_is_forwarded_to_the_container() {
         hostname: "box".to_string(),
         process,
         read_only: false,
+        terminal: false,
+        binds: Vec::new(),
+        resources: Default::default(),
+        network: Default::default(),
     };
     let bundle = fx.dir.path().join("bundle");
     write_bundle(&bundle, &fx.rootfs(), &spec).unwrap();

@@ -165,6 +165,33 @@ impl Snapshotter {
         result
     }
 
+    /// Mount the existing active snapshot `key` at `target` again (after an unmount), keeping
+    /// the changes in its upper directory. `lowers` must be the ones it was created over.
+    pub fn remount_active(
+        &self,
+        key: &str,
+        lowers: &[Snapshot],
+        target: &Path,
+    ) -> Result<(), Error> {
+        let active = self.active_dir(key)?;
+        if !is_dir(&active.join("upper"))? {
+            return Err(Error::io("open active snapshot", &active)(
+                io::ErrorKind::NotFound.into(),
+            ));
+        }
+        let mut lower_dirs: Vec<PathBuf> = lowers.iter().rev().map(|s| s.dir.clone()).collect();
+        if lower_dirs.is_empty() {
+            lower_dirs.push(active.join("empty"));
+        }
+        overlay_mount(&active, &lower_dirs, target)
+    }
+
+    /// The upper directory of active snapshot `key`: the container's changes in overlayfs
+    /// form (whiteouts as 0/0 character devices, opaque directories by xattr).
+    pub fn upper_dir(&self, key: &str) -> Result<PathBuf, Error> {
+        Ok(self.active_dir(key)?.join("upper"))
+    }
+
     /// Unmount `target` (lazy detach if busy) and remove the active snapshot's directories.
     ///
     /// Succeeds when `target` is not mounted or the snapshot is gone already, so it can finish
@@ -271,8 +298,15 @@ fn mount_overlay(active: &Path, lowers: &[Snapshot], target: &Path) -> Result<()
         mkdir(&empty, 0o755)?;
         lower_dirs.push(empty);
     }
+    overlay_mount(active, &lower_dirs, target)
+}
 
-    let options = overlay_options(&lower_dirs, &upper, &work)?;
+/// Mount overlayfs at `target` over `lower_dirs` (top first) with the upper and work
+/// directories of `active`.
+fn overlay_mount(active: &Path, lower_dirs: &[PathBuf], target: &Path) -> Result<(), Error> {
+    let upper = active.join("upper");
+    let work = active.join("work");
+    let options = overlay_options(lower_dirs, &upper, &work)?;
     tracing::debug!(target = %target.display(), %options, "mounting overlay");
     nix::mount::mount(
         Some("overlay"),

@@ -49,12 +49,33 @@ pub enum Command {
     /// Manage images.
     Image(ImageArgs),
     /// Run a command in a new container (pulling the image first if it is not here).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the IPFS node: serve this host's images to peers and on the registry endpoint, fetch
     /// for the CLI.
     Daemon(DaemonArgs),
     /// IPFS commands, named as kubo names them.
     Ipfs(IpfsArgs),
+    /// List containers.
+    Ps(crate::lifecycle::PsArgs),
+    /// Print the output of a detached container.
+    Logs(crate::lifecycle::LogsArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(crate::lifecycle::StopArgs),
+    /// Send a signal (default SIGKILL) to running containers.
+    Kill(crate::lifecycle::KillArgs),
+    /// Start stopped containers again, detached.
+    Start(crate::lifecycle::StartArgs),
+    /// Remove containers.
+    Rm(crate::lifecycle::RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(crate::lifecycle::WaitArgs),
+    /// Print what ferry knows about containers, as JSON.
+    Inspect(crate::lifecycle::InspectArgs),
+    /// Run a command in a running container.
+    Exec(crate::lifecycle::ExecArgs),
+    /// Supervise a detached container (started by `run -d` and `start`).
+    #[command(hide = true)]
+    ContainerShim(crate::shim::ShimArgs),
 }
 
 /// `ferry load`.
@@ -213,14 +234,61 @@ pub struct ImagePruneArgs {
 #[derive(Args)]
 #[command(
     trailing_var_arg = true,
-    after_help = "Not yet: -i, -t, -d, -u and networks other than the host's (containers share \
-                  the host's network). Without --rm the stopped container's files stay under \
-                  ROOT/containers."
+    after_help = "Not yet: -t with -d, and a bridge network (containers share the host's \
+                  network unless --net none). Without --rm the stopped container stays (`ferry ps -a`) \
+                  until `ferry rm`."
 )]
 pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container ID; `ferry logs` shows its output.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep stdin open and pass it to the container (without it the container's stdin is
+    /// empty).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal; with -i, your terminal is put in raw mode and
+    /// drives it (Ctrl-C and Ctrl-D go to the container, its window size follows yours).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Name the container (default: a made-up name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run as this user: a name or uid, optionally with :GROUP, looked up in the image's
+    /// /etc/passwd and /etc/group.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// The container's hostname (default: the first 12 characters of its ID).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a volume: HOST_PATH:CONTAINER_PATH[:ro], NAME:CONTAINER_PATH[:ro] for a named
+    /// volume kept under ROOT/volumes, or CONTAINER_PATH for a new anonymous one; repeatable.
+    #[arg(short, long = "volume", value_name = "SRC:DEST[:ro]")]
+    pub volume: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Memory limit, e.g. 512m or 1g.
+    #[arg(short, long, value_name = "BYTES", value_parser = crate::runopts::parse_bytes)]
+    pub memory: Option<i64>,
+    /// CPUs the container may use, e.g. 1.5.
+    #[arg(long, value_name = "NUMBER", value_parser = crate::runopts::parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Most processes the container may have.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    pub pids_limit: Option<i64>,
+    /// When to pull the image: always, missing (when not here) or never.
+    #[arg(long, value_enum, default_value = "missing", value_name = "WHEN")]
+    pub pull: PullPolicy,
+    /// The network: host (the host's) or none (only loopback).
+    #[arg(long = "net", alias = "network", default_value = "host", value_name = "NETWORK",
+          value_parser = crate::runopts::parse_network)]
+    pub network: ferry_runtime::Network,
     /// Set an environment variable (KEY=VALUE, or KEY to pass ferry's own value); repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
@@ -237,6 +305,17 @@ pub struct RunArgs {
     /// The command and its arguments (default: the image's).
     #[arg(allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `ferry run --pull`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull even when the image is here.
+    Always,
+    /// Pull only when the image is not here.
+    Missing,
+    /// Never pull; fail when the image is not here.
+    Never,
 }
 
 /// `ferry daemon` and `ferry ipfs daemon`.

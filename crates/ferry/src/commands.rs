@@ -41,7 +41,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             ImageCommand::Rm(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
             ImageCommand::Ls(args) => images(&ctx, &args).map(|_| 0),
         },
-        Command::Run(args) => runtime.block_on(crate::run::run(&ctx, args)),
+        Command::Run(args) => runtime.block_on(crate::run::run(&ctx, *args)),
+        Command::Ps(args) => crate::lifecycle::ps(&ctx.root, &args).map(|_| 0),
+        Command::Logs(args) => crate::lifecycle::logs(&ctx.root, &args).map(|_| 0),
+        Command::Stop(args) => crate::lifecycle::stop(&ctx.root, &args).map(|_| 0),
+        Command::Kill(args) => crate::lifecycle::kill(&ctx.root, &args).map(|_| 0),
+        Command::Start(args) => crate::lifecycle::start(&ctx.root, &args).map(|_| 0),
+        Command::Rm(args) => crate::lifecycle::rm(&ctx.root, &args).map(|_| 0),
+        Command::Wait(args) => crate::lifecycle::wait(&ctx.root, &args).map(|_| 0),
+        Command::Inspect(args) => crate::lifecycle::inspect(&ctx.root, &args).map(|_| 0),
+        Command::Exec(args) => crate::lifecycle::exec(&ctx.root, &args),
+        Command::ContainerShim(args) => crate::shim::shim(&ctx.root, &args),
         Command::Daemon(args) => runtime
             .block_on(crate::daemon::daemon(&ctx, args))
             .map(|_| 0),

@@ -21,11 +21,14 @@ mod daemon;
 mod images;
 mod inspect;
 mod ipfs;
+mod lifecycle;
 mod network;
 mod output;
 mod prune;
 mod registry;
 mod run;
+mod runopts;
+mod shim;
 
 use clap::Parser;
 

@@ -2,18 +2,20 @@
 //! runtime bundle and run it with runc.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::Path;
+use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::{ImageRecord, Store};
 use ferry_distribution::PullOptions;
 use ferry_oci::{ImageConfig, Platform, Reference};
-use ferry_runtime::{ContainerSpec, ProcessRequest, Runc};
+use ferry_runtime::{ContainerSpec, ProcessRequest, Resources, RunStdio, Runc};
 use ferry_snapshot::{Snapshot, Snapshotter};
 
-use crate::cli::RunArgs;
+use crate::cli::{PullPolicy, RunArgs};
 use crate::commands::{find_image, pull_registry, resolve_manifest};
-use crate::container::{sweep, ContainerDir};
+use crate::container::{self, sweep, ContainerDir, Lower, Record, Status};
 use crate::context::Context;
 
 /// Marks a failed run with docker's exit code for it (125: ferry failed before the command
@@ -29,6 +31,9 @@ impl fmt::Display for RunFailed {
 
 /// Runs the container; returns its exit code.
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
+    if let Err(e) = check_terminal_flags(&args) {
+        return Err(e.context(RunFailed(125)));
+    }
     // Held until the rootfs is mounted: from then on the mount keeps the snapshots.
     let lease = ctx.store.lease().context("lease the store")?;
     let image = match image_for_run(ctx, &args).await {
@@ -42,10 +47,35 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
         .map_err(|e| anyhow!(e).context(RunFailed(125)))?
 }
 
-/// The local image, pulled first when it is not here (as `docker run --pull missing`).
+/// `-t` needs a terminal to relay, and a detached container nobody to relay it to.
+fn check_terminal_flags(args: &RunArgs) -> Result<()> {
+    if !args.tty {
+        return Ok(());
+    }
+    if args.detach {
+        // TODO: -dt needs runc's console socket and a supervisor that keeps the terminal's
+        // master; until then detached containers have pipes only.
+        bail!("-t with -d is not supported yet: run detached without -t");
+    }
+    if args.interactive && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY");
+    }
+    if !std::io::stdin().is_terminal() && !std::io::stdout().is_terminal() {
+        bail!("-t needs a terminal on stdin or stdout");
+    }
+    Ok(())
+}
+
+/// The local image, pulled first as `--pull` says (default: when it is not here).
 async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
-    if let Ok(image) = find_image(&ctx.store, &args.image) {
-        return Ok(image);
+    if args.pull != PullPolicy::Always {
+        match find_image(&ctx.store, &args.image) {
+            Ok(image) => return Ok(image),
+            Err(e) if args.pull == PullPolicy::Never => {
+                return Err(e.context(format!("image {} is not here (--pull never)", args.image)))
+            }
+            Err(_) => {}
+        }
     }
     let reference: Reference = args.image.parse()?;
     match &reference {
@@ -76,11 +106,66 @@ fn run_container(
     let runc = Runc::new(root.join("runc"));
     let snapshotter = Snapshotter::new(root.join("snapshots")).map_err(|e| anyhow!(e))?;
     sweep(root, &snapshotter, &runc);
-    let container = prepare(root, store, &snapshotter, image, args);
+    let id = ferry_runtime::new_container_id();
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| container::made_up_name(&id));
+    container::reserve_name(root, &name, &id).map_err(|e| e.context(RunFailed(125)))?;
+    let prepared = prepare(root, store, &snapshotter, image, args, &id, &name);
     drop(lease);
-    let container = container.map_err(|e| e.context(RunFailed(125)))?;
-    let result = runc.run(&container.bundle, &container.id);
+    let (container, mut record) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            container::release_name(root, &name, &id);
+            return Err(e.context(RunFailed(125)));
+        }
+    };
+
+    if args.detach {
+        let started = crate::shim::spawn(root, &container);
+        if started.is_err() && record.auto_remove {
+            container::release_name(root, &name, &id);
+            container.release(&snapshotter);
+        }
+        started?;
+        outln!("{id}");
+        return Ok(0);
+    }
+
+    record.status = Status::Running;
+    record.started_at = Some(container::now());
+    record.save(root).map_err(|e| e.context(RunFailed(125)))?;
+    let stdio = RunStdio {
+        // docker run without -i gives the container an empty stdin.
+        stdin: if args.interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        },
+        ..RunStdio::default()
+    };
+    // With -t, runc in the foreground makes the pseudo-terminal, puts ferry's terminal in raw
+    // mode, relays both ways and follows SIGWINCH (runc `tty.go`, `signals.go`).
+    let result = runc.run_with(&container.bundle, &container.id, stdio);
     let _ = runc.delete(&container.id);
+    match &result {
+        Ok(code) => {
+            record.status = Status::Exited;
+            record.exit_code = Some(*code);
+            record.finished_at = Some(container::now());
+        }
+        Err(e) => {
+            record.status = Status::Created;
+            record.exit_code = Some(e.exit_code());
+            record.error = Some(e.to_string());
+        }
+    }
+    if record.auto_remove {
+        container::release_name(root, &name, &id);
+    } else if let Err(e) = record.save(root) {
+        tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
+    }
     container.release(&snapshotter);
     match result {
         Ok(code) => Ok(code),
@@ -97,7 +182,9 @@ fn prepare(
     snapshotter: &Snapshotter,
     image: &ImageRecord,
     args: &RunArgs,
-) -> Result<ContainerDir> {
+    id: &str,
+    name: &str,
+) -> Result<(ContainerDir, Record)> {
     let manifest = resolve_manifest(store, &image.target, &Platform::host())?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
         .with_context(|| format!("image config {}", manifest.config.digest))?;
@@ -125,31 +212,89 @@ fn prepare(
         lowers.push(snapshot);
     }
 
-    let container = ContainerDir::create(root, &ferry_runtime::new_container_id(), args.rm)?;
-    let bundle = (|| -> Result<()> {
+    let container = ContainerDir::create(root, id, args.rm)?;
+    let bundle = (|| -> Result<Record> {
         snapshotter.mount_active(&container.id, &lowers, &container.rootfs)?;
-        let hostname = container.id[..12].to_string();
-        let request = process_request(&config, args);
+        let hostname = args
+            .hostname
+            .clone()
+            .unwrap_or_else(|| container.id[..12].to_string());
+        let mut env = Vec::new();
+        for file in &args.env_file {
+            env.extend(crate::runopts::read_env_file(file)?);
+        }
+        if args.tty {
+            // As docker: a terminal gets a TERM unless the image or the user sets one.
+            let image_env = config.config.as_ref().and_then(|c| c.env.as_ref());
+            if !image_env.is_some_and(|e| e.iter().any(|v| v.starts_with("TERM="))) {
+                env.push("TERM=xterm".to_string());
+            }
+        }
+        env.extend(args.env.iter().cloned());
+        let request = process_request(&config, args, env);
         let process = ferry_runtime::resolve_process(&request, &container.rootfs, &hostname)?;
+        let mut binds = Vec::new();
+        for volume in &args.volume {
+            binds.push(crate::runopts::parse_volume(root, volume)?);
+        }
+        binds.extend(crate::runopts::etc_files(
+            &container.bundle,
+            &hostname,
+            &args.network,
+        )?);
+        let record = Record {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: args.image.clone(),
+            image_id: image.target.digest.to_string(),
+            command: process.args.clone(),
+            created: container::now(),
+            status: Status::Created,
+            pid: None,
+            exit_code: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            auto_remove: args.rm,
+            detached: args.detach,
+            lowers: lowers
+                .iter()
+                .map(|l| Lower {
+                    chain_id: l.chain_id.clone(),
+                    dir: l.dir.clone(),
+                })
+                .collect(),
+        };
         let spec = ContainerSpec {
             id: container.id.clone(),
             hostname,
             process,
-            read_only: false,
+            read_only: args.read_only,
+            terminal: args.tty,
+            binds,
+            resources: Resources {
+                memory: args.memory,
+                cpus: args.cpus,
+                pids: args.pids_limit,
+            },
+            network: args.network.clone(),
         };
         ferry_runtime::write_bundle(&container.bundle, &container.rootfs, &spec)?;
-        Ok(())
+        record.save(root)?;
+        Ok(record)
     })();
     match bundle {
-        Ok(()) => Ok(container),
+        Ok(record) => Ok((container, record)),
         Err(e) => {
-            container.release(snapshotter);
+            // Nothing of a container that could not be set up is kept.
+            let _ = snapshotter.remove_active(&container.id, &container.rootfs);
+            let _ = std::fs::remove_dir_all(&container.bundle);
             Err(e)
         }
     }
 }
 
-fn process_request(config: &ImageConfig, args: &RunArgs) -> ProcessRequest {
+fn process_request(config: &ImageConfig, args: &RunArgs, env: Vec<String>) -> ProcessRequest {
     let c = config.config.clone().unwrap_or_default();
     ProcessRequest {
         entrypoint: c.entrypoint.unwrap_or_default(),
@@ -159,8 +304,8 @@ fn process_request(config: &ImageConfig, args: &RunArgs) -> ProcessRequest {
         user: c.user.unwrap_or_default(),
         override_entrypoint: args.entrypoint.clone(),
         override_cmd: args.command.clone(),
-        override_env: args.env.clone(),
+        override_env: env,
         override_working_dir: args.workdir.clone(),
-        override_user: None,
+        override_user: args.user.clone(),
     }
 }

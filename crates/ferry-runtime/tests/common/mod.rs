@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ferry_runtime::{
-    resolve_process, write_bundle, ContainerSpec, Error, ProcessRequest, RunStdio, Runc,
+    resolve_process, write_bundle, Bind, ContainerSpec, Error, ProcessRequest, RunStdio, Runc,
 };
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -104,6 +104,11 @@ impl Fixture {
             hostname: "box".to_string(),
             process,
             read_only,
+            terminal: false,
+            // The host's hosts file, read-only, as a bind of the caller's.
+            binds: host_hosts_bind(),
+            resources: Default::default(),
+            network: Default::default(),
         };
         let bundle = self.dir.path().join("bundles").join(&id);
         write_bundle(&bundle, &self.rootfs(), &spec).unwrap();
@@ -146,4 +151,15 @@ pub fn shell(script: &str) -> ProcessRequest {
         cmd: vec!["sh".to_string(), "-c".to_string(), script.to_string()],
         ..Default::default()
     }
+}
+
+fn host_hosts_bind() -> Vec<Bind> {
+    if !std::path::Path::new("/etc/hosts").is_file() {
+        return Vec::new();
+    }
+    vec![Bind {
+        source: "/etc/hosts".into(),
+        destination: "/etc/hosts".into(),
+        read_only: true,
+    }]
 }
