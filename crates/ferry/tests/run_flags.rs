@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::{ferry, fixture, ok, output, skip_unless_root};
 
 fn loaded(images: &[&str]) -> tempfile::TempDir {
@@ -78,12 +80,48 @@ fn user_names_resolve_in_the_image_passwd() {
     if skip_unless_root("user_names_resolve_in_the_image_passwd") {
         return;
     }
-    let root = loaded(&["debian.tar", "busybox.tar"]);
-    let out = ok(ferry(root.path()).args(["run", "--rm", "-u", "nobody", "debian:12", "id"]));
-    assert_eq!(
-        out,
-        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"
-    );
+    let root = loaded(&["busybox.tar"]);
+    // busybox with Debian's nobody and nogroup, in a second layer that umoci makes
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("users");
+    let bundle = work.path().join("bundle");
+    let run = |cmd: &mut Command| {
+        let status = cmd.status().expect("run cp or umoci");
+        assert!(status.success(), "{cmd:?}");
+    };
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(fixture("busybox"))
+        .arg(&image));
+    let tagged = format!("{}:latest", image.display());
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &tagged])
+        .arg(&bundle));
+    std::fs::write(
+        bundle.join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bundle.join("rootfs/etc/group"),
+        "root:x:0:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+    run(Command::new("umoci")
+        .args(["repack", "--image", &tagged])
+        .arg(&bundle));
+    ok(ferry(root.path()).args(["load", "-i"]).arg(&image));
+    let out = ok(ferry(root.path()).args([
+        "run",
+        "--rm",
+        "-u",
+        "nobody",
+        "users",
+        "sh",
+        "-c",
+        "id; id -G",
+    ]));
+    assert_eq!(out, "uid=65534(nobody) gid=65534(nogroup)\n65534\n");
     let out = ok(ferry(root.path()).args([
         "run",
         "--rm",
