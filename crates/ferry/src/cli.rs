@@ -206,6 +206,9 @@ pub enum ImageCommand {
     Rm(RmiArgs),
     /// List images (same as `ferry images`).
     Ls(ImagesArgs),
+    /// encrypt, decrypt
+    #[command(flatten)]
+    Crypt(crate::crypt::ImageCommand),
 }
 
 /// `ferry image inspect`.
@@ -298,6 +301,10 @@ pub struct RunArgs {
     /// Working directory inside the container.
     #[arg(short, long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
+    /// A private key for encrypted layers: FILE or FILE:PASSWORD; repeatable. Keys in
+    /// /etc/ferry/ocicrypt/keys and ROOT/keys are tried too.
+    #[arg(long, value_name = "FILE[:PASSWORD]")]
+    pub key: Vec<ferry_crypt::KeySpec>,
     #[command(flatten)]
     pub net: NetArgs,
     /// The image: a local name, HOST:PORT/REPO:TAG, ipfs://CID or a bare CID.

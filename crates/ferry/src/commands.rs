@@ -40,6 +40,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             ImageCommand::Prune(args) => crate::prune::prune(&ctx, &args).map(|_| 0),
             ImageCommand::Rm(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
             ImageCommand::Ls(args) => images(&ctx, &args).map(|_| 0),
+            ImageCommand::Crypt(command) => {
+                crate::crypt::image(&ctx, crate::crypt::ImageArgs { command }).map(|_| 0)
+            }
         },
         Command::Run(args) => runtime.block_on(crate::run::run(&ctx, *args)),
         Command::Ps(args) => crate::lifecycle::ps(&ctx.root, &args).map(|_| 0),

@@ -17,6 +17,7 @@ mod commands;
 mod container;
 mod context;
 mod control;
+mod crypt;
 mod daemon;
 mod images;
 mod inspect;

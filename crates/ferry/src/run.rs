@@ -200,11 +200,11 @@ fn prepare(
     let mut lowers: Vec<Snapshot> = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
         let mut open = || -> Result<_, ferry_snapshot::Error> {
-            // Checked against the layer's digest as it is read: a corrupt blob fails the apply.
-            let blob = store
-                .open_blob_verified(&layer.digest)
+            // Checked against the layer's digest as it is read (and decrypted and authenticated
+            // when it is encrypted): a corrupt blob fails the apply.
+            let blob = crate::crypt::open_layer(root, store, layer, &args.key)
                 .map_err(|e| ferry_snapshot::Error::ReadBlob(std::io::Error::other(e)))?;
-            ferry_snapshot::decompress(Box::new(std::io::BufReader::new(blob)))
+            ferry_snapshot::decompress(blob)
         };
         let snapshot = snapshotter
             .ensure(lowers.last(), &diff_id.to_string(), &mut open)

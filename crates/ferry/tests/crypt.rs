@@ -1,0 +1,649 @@
+//! Encrypted images (ocicrypt) against the real Go implementation in skopeo and the independent
+//! Python checker: both directions, damaged input, keys, and IPFS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{ferry, fixture, is_root, ok, output, sha256sum, tool_installed, Daemon};
+use serde_json::{json, Value};
+
+/// RSA and EC (P-256) key pairs made by openssl, private keys in PKCS#8 (Go ocicrypt in
+/// skopeo 1.9 reads EC keys only in that form), mode 600.
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let sh = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.pem",
+        ]);
+        sh(&["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"]);
+        sh(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.pem",
+        ]);
+        sh(&["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"]);
+        sh(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "other.pem",
+        ]);
+        for name in ["rsa.pem", "ec.pem", "other.pem"] {
+            chmod(&d.join(name), 0o600);
+        }
+        Keys { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn tools_installed(test: &str) -> bool {
+    tool_installed(test, "skopeo") && tool_installed(test, "openssl")
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The manifest of the first entry of an OCI layout's index.
+fn layout_manifest(layout: &Path) -> Value {
+    let index = read_json(&layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    read_json(&layout.join("blobs/sha256").join(&digest[7..]))
+}
+
+fn layer_digests(manifest: &Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A manifest stored in a ferry root, by the digest a command printed.
+fn stored_manifest(root: &Path, digest: &str) -> Value {
+    read_json(
+        &root
+            .join("blobs/sha256")
+            .join(digest.trim().trim_start_matches("sha256:")),
+    )
+}
+
+/// Writes the image whose manifest is `digest` in `root` as an OCI layout at `out` (tag
+/// `latest`), letting `edit` change the manifest and layer bytes first; blobs are renamed to
+/// their new digests as sha256sum computes them.
+fn export_layout(root: &Path, digest: &str, out: &Path, edit: impl Fn(&mut Value, &mut Vec<u8>)) {
+    let blobs = out.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut manifest = stored_manifest(root, digest);
+    let config = manifest["config"]["digest"].as_str().unwrap()[7..].to_string();
+    std::fs::copy(root.join("blobs/sha256").join(&config), blobs.join(&config)).unwrap();
+    for i in 0..manifest["layers"].as_array().unwrap().len() {
+        let hex = manifest["layers"][i]["digest"].as_str().unwrap()[7..].to_string();
+        let mut bytes = std::fs::read(root.join("blobs/sha256").join(&hex)).unwrap();
+        edit(&mut manifest["layers"][i], &mut bytes);
+        put_blob(&blobs, &bytes, &mut manifest["layers"][i]);
+    }
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let mut desc = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}});
+    put_blob(&blobs, &bytes, &mut desc);
+    std::fs::write(
+        out.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [desc]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Stores `bytes` under `blobs` and sets the descriptor's digest and size.
+fn put_blob(blobs: &Path, bytes: &[u8], desc: &mut Value) {
+    let tmp = blobs.join("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    let hex = sha256sum(&tmp);
+    std::fs::rename(&tmp, blobs.join(&hex)).unwrap();
+    desc["digest"] = format!("sha256:{hex}").into();
+    desc["size"] = bytes.len().into();
+}
+
+fn busybox_layers() -> Vec<String> {
+    layer_digests(&layout_manifest(&fixture("busybox")))
+}
+
+fn skopeo(args: &[&str]) {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn loaded_busybox() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    ok(ferry(root.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    root
+}
+
+#[test]
+fn skopeo_encrypted_image_for_one_and_two_recipients_decrypts_and_runs() {
+    let test = "skopeo_encrypted_image_for_one_and_two_recipients_decrypts_and_runs";
+    if !tools_installed(test) {
+        return;
+    }
+    let keys = Keys::new();
+    let work = tempfile::tempdir().unwrap();
+    let src = format!("oci:{}", fixture("busybox").display());
+    let one = work.path().join("one");
+    let two = work.path().join("two");
+    let rsa_pub = format!("jwe:{}", keys.path("rsa.pub.pem"));
+    let ec_pub = format!("jwe:{}", keys.path("ec.pub.pem"));
+    skopeo(&[
+        "copy",
+        "--encryption-key",
+        &rsa_pub,
+        &src,
+        &format!("oci:{}:one", one.display()),
+    ]);
+    skopeo(&[
+        "copy",
+        "--encryption-key",
+        &rsa_pub,
+        "--encryption-key",
+        &ec_pub,
+        &src,
+        &format!("oci:{}:two", two.display()),
+    ]);
+    assert!(layout_manifest(&two)["layers"][0]["mediaType"]
+        .as_str()
+        .unwrap()
+        .ends_with("+encrypted"));
+
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    ok(ferry(r).args(["load", "-i"]).arg(&one));
+    ok(ferry(r).args(["load", "-i"]).arg(&two));
+    let dec = ok(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("rsa.pem"),
+        "one:one",
+        "dec1",
+    ]));
+    assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
+    let dec = ok(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("ec.pem"),
+        "two:two",
+        "dec2",
+    ]));
+    assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
+
+    // The key that is not a recipient of `one` is named in the error, with the layer.
+    let (code, _, stderr) = output(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("ec.pem"),
+        "one:one",
+        "x",
+    ]));
+    assert_eq!(code, 1);
+    let layer = &layer_digests(&layout_manifest(&one))[0];
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: decrypt one:one: layer {layer} is encrypted and no key opens it (tried 1 jwe key(s): EC P-256; the layer has jwe recipients (RSA-OAEP))")
+    );
+
+    if !is_root() {
+        eprintln!("SKIP the run part of {test}: needs root");
+        return;
+    }
+    let stdout = ok(ferry(r).args([
+        "run",
+        "--rm",
+        "--key",
+        &keys.path("ec.pem"),
+        "two:two",
+        "sh",
+        "-c",
+        "echo $((6*7))",
+    ]));
+    assert_eq!(stdout, "42\n");
+}
+
+#[test]
+fn ferry_encrypted_image_decrypts_in_skopeo_and_the_python_checker() {
+    let test = "ferry_encrypted_image_decrypts_in_skopeo_and_the_python_checker";
+    if !tools_installed(test) || !tool_installed(test, "python3") {
+        return;
+    }
+    let keys = Keys::new();
+    let root = loaded_busybox();
+    let r = root.path();
+    let rsa_pub = format!("jwe:{}", keys.path("rsa.pub.pem"));
+    let ec_pub = format!("jwe:{}", keys.path("ec.pub.pem"));
+    let enc = ok(ferry(r).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &rsa_pub,
+        "--recipient",
+        &ec_pub,
+        "busybox",
+        "busybox:enc",
+    ]));
+    let manifest = stored_manifest(r, &enc);
+    let layer = &manifest["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip+encrypted"
+    );
+    assert_ne!(layer_digests(&manifest), busybox_layers());
+    let original = layout_manifest(&fixture("busybox"));
+    assert_eq!(
+        manifest["config"], original["config"],
+        "the config stays as it was"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("enc");
+    export_layout(r, &enc, &layout, |_, _| {});
+    for key in ["rsa.pem", "ec.pem"] {
+        let out = work.path().join(format!("dec-{key}"));
+        skopeo(&[
+            "copy",
+            "--decryption-key",
+            &keys.path(key),
+            &format!("oci:{}:latest", layout.display()),
+            &format!("oci:{}:latest", out.display()),
+        ]);
+        assert_eq!(
+            layer_digests(&layout_manifest(&out)),
+            busybox_layers(),
+            "skopeo with {key}"
+        );
+    }
+
+    let checker = common::workspace().join("../shared/peers/ocicrypt-decode.py");
+    let out = Command::new("python3")
+        .arg(&checker)
+        .arg(&layout)
+        .arg(keys.path("rsa.pem"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ocicrypt-decode.py refused: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&format!(
+            "\"plaintext_digest\": \"{}\"",
+            busybox_layers()[0]
+        )),
+        "{report}"
+    );
+}
+
+/// One encrypted busybox image, exported with `edit` applied, loaded into a fresh root.
+fn damaged(keys: &Keys, edit: impl Fn(&mut Value, &mut Vec<u8>)) -> tempfile::TempDir {
+    let src = loaded_busybox();
+    let rsa_pub = format!("jwe:{}", keys.path("rsa.pub.pem"));
+    let enc = ok(ferry(src.path()).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &rsa_pub,
+        "busybox",
+        "enc",
+    ]));
+    let work = tempfile::tempdir().unwrap();
+    export_layout(src.path(), &enc, &work.path().join("l"), edit);
+    let root = tempfile::tempdir().unwrap();
+    ok(ferry(root.path())
+        .args(["load", "-i"])
+        .arg(work.path().join("l")));
+    root
+}
+
+/// Decrypting fails with `want` in the error, and leaves neither an image nor the plaintext.
+fn assert_refused(root: &Path, key: &str, want: &str) {
+    let (code, stdout, stderr) =
+        output(ferry(root).args(["image", "decrypt", "--key", key, "l:latest", "dec"]));
+    assert_eq!(code, 1, "stdout: {stdout}");
+    assert!(stderr.contains(want), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let images = ok(ferry(root).args(["images", "-q"]));
+    assert!(!images.contains("dec"), "{images}");
+    let plain = &busybox_layers()[0][7..];
+    assert!(
+        !common::blobs(root).iter().any(|b| b == plain),
+        "plaintext stored"
+    );
+}
+
+#[test]
+fn altered_truncated_or_retagged_layers_fail_the_hmac_and_unpack_nothing() {
+    let test = "altered_truncated_or_retagged_layers_fail_the_hmac_and_unpack_nothing";
+    if !tools_installed(test) {
+        return;
+    }
+    let keys = Keys::new();
+    let key = keys.path("rsa.pem");
+    let hmac =
+        "integrity check failed: HMAC mismatch: the encrypted layer was altered or truncated";
+
+    let flipped = damaged(&keys, |_, bytes| bytes[1000] ^= 0x01);
+    assert_refused(flipped.path(), &key, hmac);
+    let truncated = damaged(&keys, |_, bytes| bytes.truncate(bytes.len() - 100));
+    assert_refused(truncated.path(), &key, hmac);
+    let retagged = damaged(&keys, |layer, _| {
+        let fake = "eyJjaXBoZXIiOiJBRVNfMjU2X0NUUl9ITUFDX1NIQTI1NiIsImhtYWMiOiJBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBPSIsImNpcGhlcm9wdGlvbnMiOnt9fQ==";
+        layer["annotations"]["org.opencontainers.image.enc.pubopts"] = fake.into();
+    });
+    assert_refused(retagged.path(), &key, hmac);
+    let wrong = damaged(&keys, |_, _| {});
+    assert_refused(wrong.path(), &keys.path("other.pem"), "is encrypted and no key opens it (tried 1 jwe key(s): RSA; the layer has jwe recipients (RSA-OAEP))");
+
+    if !is_root() {
+        eprintln!("SKIP the run part of {test}: needs root");
+        return;
+    }
+    let (code, _, stderr) =
+        output(ferry(flipped.path()).args(["run", "--rm", "--key", &key, "l:latest", "true"]));
+    assert_eq!(code, 125);
+    assert!(stderr.contains(hmac), "{stderr}");
+    let committed = flipped.path().join("snapshots/committed");
+    let left: Vec<_> = std::fs::read_dir(&committed)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "a snapshot of the damaged layer was kept: {left:?}"
+    );
+}
+
+#[test]
+fn private_key_readable_by_others_is_refused() {
+    if !tool_installed("private_key_readable_by_others_is_refused", "openssl") {
+        return;
+    }
+    let keys = Keys::new();
+    let root = loaded_busybox();
+    let key = keys.path("rsa.pem");
+    chmod(Path::new(&key), 0o644);
+    let (code, _, stderr) =
+        output(ferry(root.path()).args(["image", "decrypt", "--key", &key, "busybox", "x"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: key {key}: permissions 0644 are too open: a private key must not be readable by group or others (chmod 600)")
+    );
+}
+
+/// busybox with a second, uncompressed layer holding /secret.txt = `marker`, as an OCI layout.
+fn marker_image(dir: &Path, marker: &str) -> PathBuf {
+    let layout = dir.join("marker");
+    let src = fixture("busybox");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut manifest = layout_manifest(&src);
+    let config_hex = &manifest["config"]["digest"].as_str().unwrap()[7..];
+    let mut config = read_json(&src.join("blobs/sha256").join(config_hex));
+    for l in busybox_layers() {
+        std::fs::copy(src.join("blobs/sha256").join(&l[7..]), blobs.join(&l[7..])).unwrap();
+    }
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("secret.txt"), marker).unwrap();
+    let tar = dir.join("layer.tar");
+    let status = Command::new("tar")
+        .args(["--owner=0", "--group=0", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&files)
+        .arg("secret.txt")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut layer = json!({"mediaType": "application/vnd.oci.image.layer.v1.tar"});
+    put_blob(&blobs, &std::fs::read(&tar).unwrap(), &mut layer);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(layer["digest"].clone());
+    manifest["layers"].as_array_mut().unwrap().push(layer);
+    put_blob(
+        &blobs,
+        &serde_json::to_vec(&config).unwrap(),
+        &mut manifest["config"],
+    );
+    let mut desc = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "annotations": {"org.opencontainers.image.ref.name": "marker"}});
+    put_blob(&blobs, &serde_json::to_vec(&manifest).unwrap(), &mut desc);
+    std::fs::write(
+        layout.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [desc]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    layout
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let ty = entry.file_type().unwrap();
+        if ty.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if ty.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn encrypted_image_on_ipfs_leaks_no_plaintext_and_runs_only_with_the_key() {
+    let test = "encrypted_image_on_ipfs_leaks_no_plaintext_and_runs_only_with_the_key";
+    if !tool_installed(test, "openssl") {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root (mounts and runc)");
+        return;
+    }
+    let keys = Keys::new();
+    let work = tempfile::tempdir().unwrap();
+    let marker = format!("ferry-secret-marker-{}", std::process::id());
+    let layout = marker_image(work.path(), &marker);
+
+    let a = tempfile::tempdir().unwrap();
+    ok(ferry(a.path()).args(["load", "-i"]).arg(&layout));
+    let rsa_pub = format!("jwe:{}", keys.path("rsa.pub.pem"));
+    let enc = ok(ferry(a.path()).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &rsa_pub,
+        "marker:marker",
+        "marker:enc",
+    ]));
+    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://marker:enc"]))
+        .trim()
+        .to_string();
+    let daemon = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+
+    // B has no key: it pulls and keeps the whole image, and learns nothing of the secret.
+    let b = tempfile::tempdir().unwrap();
+    ok(ferry(b.path()).args(["pull", "-q", "--peer", &daemon.addr, &cid]));
+    for layer in layer_digests(&stored_manifest(a.path(), &enc)) {
+        assert!(
+            common::blobs(b.path()).contains(&layer[7..].to_string()),
+            "B lacks {layer}"
+        );
+    }
+    assert_eq!(
+        files_containing(b.path(), marker.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    let (code, _, stderr) =
+        output(ferry(b.path()).args(["run", "--rm", &cid, "cat", "/secret.txt"]));
+    assert_eq!(code, 125);
+    assert!(
+        stderr.contains("is encrypted and no key opens it (tried no key: none given with --key"),
+        "{stderr}"
+    );
+    drop(daemon);
+
+    let stdout = ok(ferry(b.path()).args([
+        "run",
+        "--rm",
+        "--key",
+        &keys.path("rsa.pem"),
+        &cid,
+        "cat",
+        "/secret.txt",
+    ]));
+    assert_eq!(stdout, marker);
+}
+
+#[test]
+fn password_protected_key_opens_with_its_password_only() {
+    if !tool_installed(
+        "password_protected_key_opens_with_its_password_only",
+        "openssl",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let public = dir.path().join("key.pub.pem");
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let k = key.to_str().unwrap();
+    sh(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-aes-256-cbc",
+        "-pass",
+        "pass:hunter2",
+        "-out",
+        k,
+    ]);
+    sh(&[
+        "pkey",
+        "-in",
+        k,
+        "-passin",
+        "pass:hunter2",
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    chmod(&key, 0o600);
+    let root = loaded_busybox();
+    let r = root.path();
+    let recipient = format!("jwe:{}", public.display());
+    ok(ferry(r).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &recipient,
+        "busybox",
+        "enc",
+    ]));
+
+    let (code, _, stderr) = output(ferry(r).args(["image", "decrypt", "--key", k, "enc", "dec"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: key {k}: the key is encrypted: give its password (FILE:PASSWORD)")
+    );
+    let (_, _, stderr) = output(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &format!("{k}:wrong"),
+        "enc",
+        "dec",
+    ]));
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: key {k}: cannot decrypt the key: wrong password?")
+    );
+    let dec = ok(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &format!("{k}:hunter2"),
+        "enc",
+        "dec",
+    ]));
+    assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
+}
