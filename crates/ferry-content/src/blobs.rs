@@ -310,18 +310,59 @@ pub(crate) fn sweep_ingest(dir: &Path) {
     }
 }
 
-/// Removes scratch entries older than a day from `dir` (the store's `tmp/`).
-// TODO: the garbage collector of issue 5 replaces this age rule with leases.
+/// Removes scratch entries of the store's `tmp/` that no process holds (a command killed while
+/// loading or copying left them): every entry made by [`Store::scratch_dir`] or
+/// [`Store::scratch_file`] stays locked while its owner lives.
 pub(crate) fn sweep_tmp(dir: &Path) {
-    let day = std::time::Duration::from_secs(24 * 3600);
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > day);
-        if old {
-            let path = entry.path();
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > LEFTOVER_AGE);
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if old && lock_exclusive(&file).is_ok() {
+            tracing::info!(path = %path.display(), "removing an abandoned scratch entry");
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
+    }
+}
+
+/// A scratch directory under the store's `tmp/`, removed when dropped. It is locked while it
+/// lives, so a process killed while holding it leaves it for the next [`Store::open`] to remove.
+pub struct ScratchDir {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl ScratchDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Store {
+    /// A new scratch directory under `tmp/` whose name starts with `prefix`.
+    pub fn scratch_dir(&self, prefix: &str) -> Result<ScratchDir, Error> {
+        let tmp = self.tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        let lock = File::open(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
+        lock_exclusive(&lock).map_err(|e| Error::io(dir.path(), e))?;
+        Ok(ScratchDir { dir, _lock: lock })
+    }
+
+    /// A new scratch file under `tmp/`, removed when dropped and locked while it lives (see
+    /// [`ScratchDir`]).
+    pub fn scratch_file(&self) -> Result<tempfile::NamedTempFile, Error> {
+        let tmp = self.tmp_dir();
+        let file = tempfile::NamedTempFile::new_in(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        lock_exclusive(file.as_file()).map_err(|e| Error::io(file.path(), e))?;
+        Ok(file)
     }
 }

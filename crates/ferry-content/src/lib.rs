@@ -22,7 +22,7 @@ mod error;
 mod gc;
 mod meta;
 
-pub use blobs::{Ingest, VerifiedBlob};
+pub use blobs::{Ingest, ScratchDir, VerifiedBlob};
 pub use error::{Error, ErrorKind};
 pub use gc::{Exclusive, GcReport, Lease};
 pub use meta::{BlockEntry, BlockLocation, ImageRecord};

@@ -141,6 +141,48 @@ fn opening_the_store_removes_abandoned_ingest_files_only() {
     assert!(live.path().exists(), "an ingest file in use was removed");
 }
 
+#[test]
+fn opening_the_store_removes_abandoned_scratch_entries_only() {
+    let (dir, s) = store();
+    let live_dir = s.scratch_dir("load-").unwrap();
+    std::fs::write(live_dir.path().join("blob"), b"extracted").unwrap();
+    let live_file = s.scratch_file().unwrap();
+    let abandoned_dir = dir.path().join("tmp/load-killed");
+    std::fs::create_dir(&abandoned_dir).unwrap();
+    std::fs::write(abandoned_dir.join("blob"), b"extracted").unwrap();
+    let abandoned_file = dir.path().join("tmp/.tmpkilled");
+    std::fs::write(&abandoned_file, b"stdin copy").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for path in [
+        live_dir.path(),
+        live_file.path(),
+        abandoned_dir.as_path(),
+        abandoned_file.as_path(),
+    ] {
+        std::fs::File::open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
+    let _again = Store::open(dir.path()).unwrap();
+    assert!(
+        !abandoned_dir.exists(),
+        "an unlocked old scratch directory survived"
+    );
+    assert!(
+        !abandoned_file.exists(),
+        "an unlocked old scratch file survived"
+    );
+    assert!(
+        live_dir.path().join("blob").exists(),
+        "a scratch directory in use was removed"
+    );
+    assert!(
+        live_file.path().exists(),
+        "a scratch file in use was removed"
+    );
+}
+
 /// A manifest naming `config` and `layers`, stored; returns its descriptor.
 fn manifest(s: &Store, config: &Digest, layers: &[&Digest]) -> Descriptor {
     let d = |digest: &Digest| serde_json::json!({"mediaType": "x", "digest": digest.to_string(), "size": 1});

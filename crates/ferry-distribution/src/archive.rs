@@ -112,7 +112,7 @@ pub(crate) enum Source {
 
 /// An archive extracted into the store's `tmp/`, with the digest of every file.
 pub(crate) struct Extracted {
-    dir: tempfile::TempDir,
+    dir: ferry_content::ScratchDir,
     files: HashMap<String, (Digest, u64)>,
     links: HashMap<String, String>,
 }
@@ -227,11 +227,7 @@ fn copy_in(store: &Store, path: &Path, digest: &Digest, size: u64) -> Result<(),
 impl Extracted {
     /// Extracts the tar (or gzip tar) at `path` into a new directory under `store.tmp_dir()`.
     fn from_file(store: &Store, path: &Path) -> Result<Extracted, Fail> {
-        let tmp = store.tmp_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("load-")
-            .tempdir_in(&tmp)
-            .map_err(|e| Fail::io(&tmp, e))?;
+        let dir = store.scratch_dir("load-").map_err(Fail::store_other)?;
         let mut extracted = Extracted {
             dir,
             files: HashMap::new(),

@@ -82,7 +82,7 @@ fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
     let path = match args.input.as_deref() {
         Some(p) if p != std::path::Path::new("-") => p,
         _ => {
-            stdin_copy = tempfile::NamedTempFile::new_in(ctx.store.tmp_dir())?;
+            stdin_copy = ctx.store.scratch_file()?;
             let mut out = stdin_copy.as_file();
             std::io::copy(&mut std::io::stdin().lock(), &mut out).context("read stdin")?;
             stdin_copy.path()
