@@ -15,6 +15,61 @@ use common::{ferry, fixture, ok, output, sha256sum, tool_installed};
 const USER: &str = "ferry";
 const PASSWORD: &str = "s3cret pass";
 
+/// A token service for docker-registry's `auth: token` (Python, with the `cryptography`
+/// package): checks the user and password given as basic auth, then issues an ES256 JWT
+/// carrying its signing certificate (x5c) and granting the scope asked for; logs each request
+/// as `ok SCOPE` or `refused SCOPE`. Prints its port on start.
+const TOKEN_SERVICE: &str = r#"# A token service for docker-registry's `auth: token`: checks basic credentials, then issues an
+# ES256 JWT with the signing certificate in x5c, granting the scope asked for.
+import base64, json, sys, time, os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import urlparse, parse_qs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+key_file, cert_file, user, password, log = sys.argv[1:6]
+key = serialization.load_pem_private_key(open(key_file, "rb").read(), None)
+cert = x509.load_pem_x509_certificate(open(cert_file, "rb").read())
+der = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = parse_qs(urlparse(self.path).query)
+        want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        ok = self.headers.get("Authorization") == want
+        scope = q.get("scope", [""])[0]
+        with open(log, "a") as f:
+            f.write(f"{'ok' if ok else 'refused'} {scope}\n")
+        if not ok:
+            self.send_response(401); self.end_headers(); return
+        access = []
+        if scope:
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": "ferry-test-issuer", "sub": user, "aud": q["service"][0], "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        header = {"alg": "ES256", "typ": "JWT", "x5c": [der]}
+        signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        r, s = decode_dss_signature(key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
+        token = signing + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
 fn tools(test: &str) -> bool {
     ["docker-registry", "skopeo", "openssl", "htpasswd"]
         .iter()
@@ -36,12 +91,21 @@ fn run(cmd: &mut Command) -> Vec<u8> {
 /// CA) and htpasswd basic auth, on a free loopback port; killed when dropped.
 struct SecureRegistry {
     child: Child,
+    /// The token service, with `auth: token`.
+    tokens: Option<Child>,
     addr: String,
     dir: tempfile::TempDir,
 }
 
 impl SecureRegistry {
+    /// With htpasswd basic auth.
     fn start() -> SecureRegistry {
+        SecureRegistry::start_with(false)
+    }
+
+    /// With basic auth (`token` false) or bearer tokens from [`TOKEN_SERVICE`] (true), which
+    /// takes the same user and password.
+    fn start_with(token: bool) -> SecureRegistry {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(d));
@@ -105,12 +169,60 @@ impl SecureRegistry {
         std::fs::create_dir(d.join("certs")).unwrap();
         std::fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
 
+        let (auth, tokens) = match token {
+            false => (
+                format!(
+                    "  htpasswd:\n    realm: ferry-test\n    path: {}/htpasswd\n",
+                    d.display()
+                ),
+                None,
+            ),
+            true => {
+                openssl(&[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=ferry test tokens",
+                    "-keyout",
+                    "token.key",
+                    "-out",
+                    "token.crt",
+                ]);
+                std::fs::write(d.join("token_service.py"), TOKEN_SERVICE).unwrap();
+                let mut child = Command::new("python3")
+                    .arg(d.join("token_service.py"))
+                    .args([d.join("token.key"), d.join("token.crt")])
+                    .args([USER, PASSWORD])
+                    .arg(d.join("token.log"))
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("start the token service");
+                let mut line = String::new();
+                let stdout = child.stdout.take().unwrap();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                    .unwrap();
+                let port = line.trim().to_string();
+                let auth = format!(
+                    "  token:\n    realm: http://127.0.0.1:{port}/token\n    service: ferry-test\n\
+                     \x20   issuer: ferry-test-issuer\n    rootcertbundle: {}/token.crt\n",
+                    d.display()
+                );
+                (auth, Some(child))
+            }
+        };
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
              http:\n  addr: {addr}\n  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n\
-             auth:\n  htpasswd:\n    realm: ferry-test\n    path: {d}/htpasswd\n",
+             auth:\n{auth}",
             d = d.display()
         );
         std::fs::write(d.join("config.yml"), config).unwrap();
@@ -126,7 +238,12 @@ impl SecureRegistry {
             assert!(Instant::now() < deadline, "docker-registry did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        SecureRegistry { child, addr, dir }
+        SecureRegistry {
+            child,
+            tokens,
+            addr,
+            dir,
+        }
     }
 
     fn ca(&self) -> PathBuf {
@@ -142,6 +259,10 @@ impl Drop for SecureRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(tokens) = &mut self.tokens {
+            let _ = tokens.kill();
+            let _ = tokens.wait();
+        }
     }
 }
 
@@ -626,4 +747,53 @@ fn a_full_disk_fails_the_pull_with_one_line_and_the_store_recovers() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(client.digest_of(&name), digest);
     drop(client);
+}
+
+#[test]
+fn bearer_tokens_come_from_the_registrys_token_service() {
+    if !tools("bearer_tokens_come_from_the_registrys_token_service") {
+        return;
+    }
+    let registry = SecureRegistry::start_with(true);
+    let log = registry.dir.path().join("token.log");
+    let a = Client::new();
+    let addr = registry.addr.clone();
+
+    // login asks the token service with the credentials
+    let (code, _, stderr) = output(
+        a.ferry()
+            .args(["login", "-u", USER, "--password-stdin", "--ca-cert"])
+            .arg(registry.ca())
+            .arg(&addr)
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        format!("ferry: login {addr}: the user name and password must not be empty\n")
+    );
+    a.login(&registry);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "ok \n");
+
+    let name = format!("{addr}/bearer/busybox:1");
+    let digest = busybox_as(&a, &name);
+    ok(a.ferry()
+        .args(["push", "-q", "--ca-cert"])
+        .arg(registry.ca())
+        .arg(&name));
+    let b = Client::new();
+    std::fs::copy(a.config_file(), b.config_file()).unwrap();
+    let (code, _, stderr) = b.pull(&registry, &name);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(b.digest_of(&name), digest);
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        asked.contains("ok repository:bearer/busybox:pull,push\n"),
+        "{asked}"
+    );
+    assert!(
+        asked.contains("ok repository:bearer/busybox:pull\n"),
+        "{asked}"
+    );
+    assert!(!asked.contains("refused"), "{asked}");
 }
