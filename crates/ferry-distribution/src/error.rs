@@ -29,6 +29,16 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// Checking credentials against a registry (`login`) failed.
+    #[error("login {registry}: {why}")]
+    Login {
+        /// The registry, `HOST[:PORT]`.
+        registry: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
     /// Loading an archive or layout directory failed.
     #[error("load {}: {why}", path.display())]
     Load {
@@ -61,7 +71,10 @@ impl Error {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Pull { kind, .. } | Error::Push { kind, .. } | Error::Load { kind, .. } => *kind,
+            Error::Pull { kind, .. }
+            | Error::Push { kind, .. }
+            | Error::Login { kind, .. }
+            | Error::Load { kind, .. } => *kind,
         }
     }
 }
@@ -97,6 +110,11 @@ impl Fail {
 
     /// A file operation on `path` failed.
     pub(crate) fn io(path: &Path, e: std::io::Error) -> Fail {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            let dir = path.parent().unwrap_or(path);
+            let why = format!("no space left on device (writing in {})", dir.display());
+            return Fail::new(ErrorKind::Unavailable, why);
+        }
         let kind = match e.kind() {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {

@@ -15,6 +15,7 @@
 
 mod archive;
 mod auth;
+mod connect;
 mod docker;
 mod error;
 mod json;
@@ -25,6 +26,7 @@ pub mod server;
 
 pub use archive::{load_archive, LoadedImage};
 pub use auth::Auth;
+pub use connect::login;
 pub use error::{Error, ErrorKind};
 pub use pull::{pull, PullEvent, PullOptions};
 pub use push::{push, PlatformChoice, PushEvent, PushOptions};

@@ -3,17 +3,16 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ferry_content::Store;
 use ferry_oci::{media, Descriptor, Digest, Index, Manifest, Platform, Reference};
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use tracing::Instrument;
 
+use crate::connect::{unreachable_fail, Connection};
 use crate::error::{Error, ErrorKind, Fail};
 use crate::json;
 use crate::Auth;
@@ -40,6 +39,8 @@ pub struct PullOptions {
     pub insecure_registries: Vec<String>,
     /// The credentials to present.
     pub auth: Auth,
+    /// CA certificates (PEM) to trust for this registry besides the system's roots.
+    pub ca_certs: Vec<Vec<u8>>,
 }
 
 impl Default for PullOptions {
@@ -48,6 +49,7 @@ impl Default for PullOptions {
             platform: Platform::host(),
             insecure_registries: Vec::new(),
             auth: Auth::Anonymous,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -110,7 +112,8 @@ async fn pull_image(
     progress: &(dyn Fn(PullEvent) + Send + Sync),
 ) -> Result<Descriptor, Fail> {
     let (domain, image) = registry_reference(reference)?;
-    let client = Client::new(client_config(&domain, &opts.insecure_registries));
+    let connection = Connection::open(&domain, &opts.insecure_registries, &opts.ca_certs).await?;
+    let client = connection.client(false)?;
     let puller = Puller {
         client,
         auth: opts.auth.to_registry_auth(),
@@ -177,26 +180,9 @@ pub(crate) fn registry_reference(
     Ok((domain.clone(), image))
 }
 
-/// The client settings for one pull: plain HTTP for loopback and the configured insecure
-/// registries, HTTPS for the rest; bounded waits so a dead registry gives an error, not a hang.
-pub(crate) fn client_config(domain: &str, insecure: &[String]) -> ClientConfig {
-    let mut plain: Vec<String> = insecure.to_vec();
-    if is_loopback(domain) {
-        plain.push(domain.to_string());
-    }
-    ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(plain),
-        // Index entries are chosen here, with ferry's platform rules.
-        platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(60)),
-        ..ClientConfig::default()
-    }
-}
-
 /// Whether a registry's host is `localhost`, in `127.0.0.0/8` or `::1` (Docker's always-insecure
 /// registries).
-fn is_loopback(domain: &str) -> bool {
+pub(crate) fn is_loopback(domain: &str) -> bool {
     let host = match domain.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None if domain.matches(':').count() > 1 => domain,
@@ -345,7 +331,7 @@ impl Puller<'_> {
             // thread hop per chunk.
             ingest
                 .write_all(&chunk)
-                .map_err(|e| Fail::io(ingest.path(), e))?;
+                .map_err(|e| Fail::io(ingest.path(), e).context(&what))?;
         }
 
         ingest
@@ -372,7 +358,10 @@ pub(crate) fn registry_fail(e: OciDistributionError) -> Fail {
             Some(first) => Fail::new(code_kind(&first.code), format!("{:?}", first.code)),
             None => Fail::invalid("registry error with no details"),
         },
-        E::UnauthorizedError { .. } => Fail::new(ErrorKind::Unauthorized, "unauthorized"),
+        E::UnauthorizedError { .. } => Fail::new(
+            ErrorKind::Unauthorized,
+            "unauthorized: authentication required (see `ferry login`)",
+        ),
         E::AuthenticationFailure(why) => Fail::new(
             ErrorKind::Unauthorized,
             format!("authentication failed: {why}"),
@@ -392,7 +381,7 @@ pub(crate) fn registry_fail(e: OciDistributionError) -> Fail {
         | E::SpecViolationError(_)
         | E::ManifestParsingError(_)
         | E::VersionedParsingError(_) => Fail::invalid(chain(&e)),
-        other => Fail::new(ErrorKind::Unavailable, chain(&other)),
+        other => unreachable_fail(&other),
     }
 }
 
@@ -421,7 +410,7 @@ fn status_kind(code: u16) -> ErrorKind {
 
 /// An error and its causes on one line (reqwest keeps the useful part, such as "connection
 /// refused", in the causes).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

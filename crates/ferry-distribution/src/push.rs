@@ -24,9 +24,10 @@ use oci_client::errors::OciDistributionError;
 use oci_client::Client;
 use tracing::Instrument;
 
+use crate::connect::Connection;
 use crate::error::{Error, ErrorKind, Fail};
 use crate::json;
-use crate::pull::{client_config, registry_fail, registry_reference};
+use crate::pull::{registry_fail, registry_reference};
 
 /// How many blobs of one image upload at once.
 const CONCURRENT_BLOBS: usize = 3;
@@ -59,6 +60,8 @@ pub struct PushOptions {
     pub insecure_registries: Vec<String>,
     /// The credentials to present.
     pub auth: crate::Auth,
+    /// CA certificates (PEM) to trust for this registry besides the system's roots.
+    pub ca_certs: Vec<Vec<u8>>,
 }
 
 /// What a push reports as it goes, for a progress line per blob.
@@ -122,12 +125,8 @@ async fn push_image(
     let (domain, image) = registry_reference(reference)?;
     let plan = Planner { store, opts }.plan(source)?;
 
-    let client = |monolithic| {
-        let mut config = client_config(&domain, &opts.insecure_registries);
-        config.use_monolithic_push = monolithic;
-        Client::new(config)
-    };
-    let (monolithic, chunked) = (client(true), client(false));
+    let connection = Connection::open(&domain, &opts.insecure_registries, &opts.ca_certs).await?;
+    let (monolithic, chunked) = (connection.client(true)?, connection.client(false)?);
     let auth = opts.auth.to_registry_auth();
     monolithic.store_auth_if_needed(&domain, &auth).await;
     chunked.store_auth_if_needed(&domain, &auth).await;

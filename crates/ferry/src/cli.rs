@@ -73,6 +73,10 @@ pub enum Command {
     Inspect(crate::lifecycle::InspectArgs),
     /// Run a command in a running container.
     Exec(crate::lifecycle::ExecArgs),
+    /// Log in to a registry: check the credentials, then keep them as docker does.
+    Login(crate::login::LoginArgs),
+    /// Log out from a registry: forget its stored credentials.
+    Logout(crate::login::LogoutArgs),
     /// Supervise a detached container (started by `run -d` and `start`).
     #[command(hide = true)]
     ContainerShim(crate::shim::ShimArgs),
@@ -107,9 +111,14 @@ pub struct NetArgs {
 pub struct PullArgs {
     /// The image: HOST:PORT/REPO:TAG, NAME:TAG (Docker Hub), ipfs://CID or a bare CID.
     pub image: String,
-    /// Reach this registry over plain HTTP (localhost and 127.0.0.0/8 always are); repeatable.
+    /// Reach this registry over plain HTTP, or HTTPS without verifying its certificate
+    /// (localhost and 127.0.0.0/8 fall back to plain HTTP when they do not speak TLS);
+    /// repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Trust this CA certificate (PEM) for the registry; repeatable (certs.d is read too).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
     /// Print only the image name when done.
     #[arg(short, long)]
     pub quiet: bool,
@@ -135,9 +144,14 @@ pub struct PushArgs {
     /// Print only the CID (IPFS) or the name (registry).
     #[arg(short, long)]
     pub quiet: bool,
-    /// Reach this registry over plain HTTP (localhost and 127.0.0.0/8 always are); repeatable.
+    /// Reach this registry over plain HTTP, or HTTPS without verifying its certificate
+    /// (localhost and 127.0.0.0/8 fall back to plain HTTP when they do not speak TLS);
+    /// repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Trust this CA certificate (PEM) for the registry; repeatable (certs.d is read too).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
     /// Push only this platform's manifest of a multi-platform image (os/arch[/variant]).
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,

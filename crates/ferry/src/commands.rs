@@ -54,6 +54,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Wait(args) => crate::lifecycle::wait(&ctx.root, &args).map(|_| 0),
         Command::Inspect(args) => crate::lifecycle::inspect(&ctx.root, &args).map(|_| 0),
         Command::Exec(args) => crate::lifecycle::exec(&ctx.root, &args),
+        Command::Login(args) => runtime
+            .block_on(crate::login::login(&ctx, &args))
+            .map(|_| 0),
+        Command::Logout(args) => crate::login::logout(&args).map(|_| 0),
         Command::ContainerShim(args) => crate::shim::shim(&ctx.root, &args),
         Command::Daemon(args) => runtime
             .block_on(crate::daemon::daemon(&ctx, args))
@@ -117,6 +121,7 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
                 platform: Platform::host(),
                 insecure_registries: args.insecure_registries.clone(),
                 auth: crate::auth::credentials(&reference)?,
+                ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
             };
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }

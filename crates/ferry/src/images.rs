@@ -49,6 +49,7 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
         platforms: platform_choice(args.platform.as_deref(), args.all_platforms)?,
         insecure_registries: args.insecure_registries.clone(),
         auth: crate::auth::credentials(&reference)?,
+        ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
     };
     let quiet = args.quiet;
     let progress = move |event: PushEvent| {

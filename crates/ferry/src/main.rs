@@ -23,6 +23,7 @@ mod images;
 mod inspect;
 mod ipfs;
 mod lifecycle;
+mod login;
 mod network;
 mod output;
 mod prune;
@@ -47,7 +48,12 @@ fn main() {
 }
 
 fn init_tracing(debug: bool) {
-    let default = if debug { "debug" } else { "warn" };
+    // rustls-platform-verifier logs each failed verification as an error; ferry's own error
+    // line says it once.
+    let default = match debug {
+        true => "debug",
+        false => "warn,rustls_platform_verifier=off",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -89,6 +89,7 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
                 platform: Platform::host(),
                 insecure_registries: Vec::new(),
                 auth: crate::auth::credentials(&reference)?,
+                ca_certs: crate::auth::ca_certs_for(&reference, &[], &ctx.root)?,
             };
             pull_registry(&ctx.store, &reference, &opts, false).await?;
         }

@@ -215,7 +215,7 @@ fn push_failures_are_one_line_and_leave_the_name_alone() {
         stderr.starts_with(&format!("ferry: push {name}: blob sha256:")),
         "{stderr}"
     );
-    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(stderr.contains("connection refused"), "{stderr}");
     let (_, images, _) = output(ferry(root.path()).args(["images", "-q"]));
     assert_eq!(
         images,
