@@ -49,10 +49,12 @@ impl Reference {
             Some(rest) => (rest, true),
             None => (s, false),
         };
+        // The cid crate also takes paths (`HOST/ipfs/CID`): a CID is one alphanumeric word.
+        let word = text.bytes().all(|b| b.is_ascii_alphanumeric());
         match cid::Cid::try_from(text) {
-            Ok(c) => Some(Ok(Reference::Ipfs(to_v1(c)))),
-            Err(_) if explicit => Some(Err(ReferenceError::Invalid(s.into(), "not a CID"))),
-            Err(_) => None,
+            Ok(c) if word => Some(Ok(Reference::Ipfs(to_v1(c)))),
+            _ if explicit => Some(Err(ReferenceError::Invalid(s.into(), "not a CID"))),
+            _ => None,
         }
     }
 }
@@ -218,6 +220,14 @@ mod tests {
             parse("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"),
             "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"
         );
+    }
+
+    #[test]
+    fn registry_endpoint_names_stay_registry_references() {
+        let v1 = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+        let name = format!("127.0.0.1:5050/ipfs/{v1}");
+        assert_eq!(parse(&name), format!("{name}:latest"));
+        assert!(format!("ipfs://x/ipfs/{v1}").parse::<Reference>().is_err());
     }
 
     #[test]

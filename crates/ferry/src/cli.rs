@@ -94,7 +94,7 @@ pub struct LoadArgs {
 #[derive(Args, Clone, Default)]
 pub struct NetArgs {
     /// A peer to fetch from, as a multiaddr (/ip4/1.2.3.4/tcp/4001/p2p/ID); repeatable. Added
-    /// to the `peers` of ROOT/config.json. Ignored when a daemon runs (it has its own peers).
+    /// to the `peers` of ROOT/config.json. When a daemon runs on this root, it dials the peer.
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<Multiaddr>,
     /// How long to wait for any one block before giving up (e.g. 30s, 5m).

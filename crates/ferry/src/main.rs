@@ -52,13 +52,15 @@ fn init_tracing(debug: bool) {
     // line says it once.
     let default = match debug {
         true => "debug",
-        false => "warn,rustls_platform_verifier=off",
+        // kad warns at every start of a node with no peers yet, which is how most start
+        false => "warn,rustls_platform_verifier=off,libp2p_kad=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -96,6 +96,14 @@ fn skopeo_copies_a_local_image_through_the_endpoint() {
     let want = pushed(a.path(), &cid);
     let endpoint = RegistryServe::start(a.path(), &[]);
     skopeo_copy_matches(&endpoint.addr, &cid, &want);
+
+    // ferry itself pulls the endpoint's name as a registry reference, not as the bare CID
+    let c = tempfile::tempdir().unwrap();
+    let name = format!("{}/ipfs/{cid}:latest", endpoint.addr);
+    assert_eq!(ok(ferry(c.path()).args(["pull", "-q", &name])).trim(), name);
+    let digests = ok(ferry(c.path()).args(["images", "--digests", "--format", "json"]));
+    let listed: serde_json::Value = serde_json::from_str(digests.trim()).unwrap();
+    assert_eq!(listed["Digest"], want.manifest.as_str(), "{digests}");
 }
 
 #[test]
