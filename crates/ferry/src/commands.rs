@@ -83,16 +83,22 @@ fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
     // `docker load` reads stdin when no file is named; keep a copy on the store's filesystem
     // so the loader can move blobs out of it.
     let stdin_copy;
-    let path = match args.input.as_deref() {
-        Some(p) if p != std::path::Path::new("-") => p,
+    let (path, shown) = match args.input.as_deref() {
+        Some(p) if p != std::path::Path::new("-") => (p, p.display().to_string()),
         _ => {
             stdin_copy = ctx.store.scratch_file()?;
             let mut out = stdin_copy.as_file();
             std::io::copy(&mut std::io::stdin().lock(), &mut out).context("read stdin")?;
-            stdin_copy.path()
+            (stdin_copy.path(), "stdin".to_string())
         }
     };
-    for image in load_archive(&ctx.store, path)? {
+    // errors name the archive as the user gave it, not the scratch copy of stdin
+    let loaded = load_archive(&ctx.store, path)
+        .map_err(|e| anyhow::anyhow!(e.to_string().replace(&path.display().to_string(), &shown)))?;
+    if loaded.is_empty() {
+        anyhow::bail!("load {shown}: the archive holds no image");
+    }
+    for image in loaded {
         match image.name {
             Some(name) => outln!("Loaded image: {name}"),
             None => {

@@ -311,3 +311,42 @@ fn image_inspect_and_images_json_show_the_digests_skopeo_reads() {
     assert_eq!(code, 1);
     assert_eq!(stderr, "ferry: image nope not found (see `ferry images`)\n");
 }
+
+#[test]
+fn load_refuses_an_empty_or_broken_archive_with_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        r#"{"schemaVersion":2,"manifests":[]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = output(ferry(root.path()).args(["load", "-i"]).arg(&layout));
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert_eq!(
+        stderr,
+        format!(
+            "ferry: load {}: the archive holds no image\n",
+            layout.display()
+        )
+    );
+
+    // a broken archive on stdin is named as stdin, not as ferry's scratch copy of it
+    let mut cmd = ferry(root.path());
+    cmd.arg("load")
+        .stdin(std::fs::File::open(work.path().join("layout/index.json")).unwrap());
+    let (code, _, stderr) = output(&mut cmd);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("ferry: load stdin: not a tar archive"),
+        "{stderr}"
+    );
+    assert_eq!(ok(ferry(root.path()).args(["images", "-q"])), "");
+}
