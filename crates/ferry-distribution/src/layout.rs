@@ -185,8 +185,11 @@ impl Walk<'_> {
         self.require(&manifest.config)?;
         for layer in &manifest.layers {
             // Non-distributable layers (Windows base layers) are fetched from their urls, so
-            // archives may leave them out.
-            if !layer.urls.is_empty() && !self.source.exists(&blob_name(&layer.digest)) {
+            // archives may leave them out; other layers with urls (the ipfs:// ones of an image
+            // copied from the registry endpoint) must be in the archive.
+            let foreign = layer.media_type.contains("nondistributable")
+                || layer.media_type.contains("foreign");
+            if foreign && !layer.urls.is_empty() && !self.source.exists(&blob_name(&layer.digest)) {
                 continue;
             }
             self.require(layer)?;

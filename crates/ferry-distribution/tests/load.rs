@@ -362,6 +362,45 @@ fn load_names_the_missing_blob_and_binds_nothing() {
 }
 
 #[test]
+fn load_refuses_a_missing_layer_that_only_has_ipfs_urls() {
+    if !tools() {
+        return;
+    }
+    // what `skopeo copy docker://ENDPOINT/ipfs/CID oci:DIR` writes: skopeo skips layers with
+    // urls, so the layout has the manifest and config but not the layer
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = layout_copy(tmp.path());
+    let blobs = layout.join("blobs/sha256");
+    let mut manifest = json(&layout_manifest());
+    let layer = digest_at(&manifest["layers"][0]);
+    manifest["layers"][0]["urls"] = serde_json::json!(["ipfs://bafkreiexample"]);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = sha256(&bytes);
+    std::fs::write(blobs.join(digest.strip_prefix("sha256:").unwrap()), &bytes).unwrap();
+    std::fs::remove_file(blobs.join(layer.hex())).unwrap();
+    let mut index = json(&std::fs::read(layout.join("index.json")).unwrap());
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let (_dir, store) = store();
+
+    let err = load_archive(&store, &layout).unwrap_err();
+
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "load {}: blob {layer} is not in the archive",
+            layout.display()
+        )
+    );
+    assert_nothing_bound(&store);
+}
+
+#[test]
 fn load_docker_archive_follows_layer_symlinks_of_the_old_layout() {
     if !tools() {
         return;
