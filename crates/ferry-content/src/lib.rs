@@ -45,7 +45,8 @@ impl Store {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }
-        let db = meta::open_db(&root.join("meta.db"))?;
+        let db_path = root.join("meta.db");
+        let db = meta::open_db(&db_path).map_err(|e| explain_open_failure(&db_path, e))?;
         blobs::sweep_ingest(&root.join("ingest"));
         blobs::sweep_tmp(&root.join("tmp"));
         Ok(Store {
@@ -63,6 +64,23 @@ impl Store {
     /// renamed into the store).
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+}
+
+/// SQLite reports a full or read-only filesystem as a generic I/O or open error; say which.
+fn explain_open_failure(db_path: &Path, e: Error) -> Error {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Some(dir) = db_path.parent() else {
+        return e;
+    };
+    match statvfs(dir) {
+        Ok(fs) if fs.flags().contains(FsFlags::ST_RDONLY) => {
+            Error::io(db_path, std::io::Error::from_raw_os_error(libc::EROFS))
+        }
+        Ok(fs) if fs.blocks_available() == 0 => {
+            Error::io(db_path, std::io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        _ => e,
     }
 }
 
