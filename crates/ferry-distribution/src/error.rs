@@ -29,6 +29,16 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// Saving images to an archive failed.
+    #[error("save {what}: {why}")]
+    Save {
+        /// The image involved (its name or digest), or `archive` for a failed write.
+        what: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
     /// Loading an archive or layout directory failed.
     #[error("load {}: {why}", path.display())]
     Load {
@@ -61,7 +71,10 @@ impl Error {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Pull { kind, .. } | Error::Push { kind, .. } | Error::Load { kind, .. } => *kind,
+            Error::Pull { kind, .. }
+            | Error::Push { kind, .. }
+            | Error::Save { kind, .. }
+            | Error::Load { kind, .. } => *kind,
         }
     }
 }
@@ -129,6 +142,14 @@ impl Fail {
     pub(crate) fn into_push(self, reference: &str) -> Error {
         Error::Push {
             reference: reference.to_string(),
+            kind: self.kind,
+            why: self.why,
+        }
+    }
+
+    pub(crate) fn into_save(self, what: &str) -> Error {
+        Error::Save {
+            what: what.to_string(),
             kind: self.kind,
             why: self.why,
         }

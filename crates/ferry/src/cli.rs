@@ -35,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Load an image archive: an OCI archive, a Docker archive (docker save) or an OCI layout dir.
     Load(LoadArgs),
+    /// Save images to an archive (Docker-compatible OCI layout; -o FILE, else stdout).
+    Save(SaveArgs),
     /// Pull an image from a registry (HOST:PORT/REPO:TAG) or from IPFS (ipfs://CID or a bare CID).
     Pull(PullArgs),
     /// Push a local image into IPFS (ipfs://NAME, prints its CID) or to a registry
@@ -84,6 +86,31 @@ pub struct LoadArgs {
     /// The archive (or OCI layout directory) to read; `-` or none reads the archive from stdin.
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+}
+
+/// `ferry save`.
+#[derive(Args)]
+#[command(after_help = "\
+The default archive is an OCI layout that also holds Docker's manifest.json (as Docker 25+ and
+nerdctl write): `ferry load`, `docker load`, `skopeo copy docker-archive:FILE ...` and
+`skopeo copy oci-archive:FILE ...` read it. Blobs are written as stored, so a load anywhere gives
+the same image digest.")]
+pub struct SaveArgs {
+    /// Write the archive to FILE (default: stdout, when it is not a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// `docker` (OCI layout plus Docker's manifest.json) or `oci` (OCI layout only).
+    #[arg(long, default_value = "docker", value_name = "FORMAT")]
+    pub format: String,
+    /// Save only this platform's manifest of a multi-platform image (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Save every platform of a multi-platform image (all must be here).
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Images: names, image IDs or ipfs://CID.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
 }
 
 /// How to reach peers when the command needs the network and no daemon runs on this root.

@@ -30,6 +30,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     };
     match cli.command {
         Command::Load(args) => load(&ctx, &args).map(|_| 0),
+        Command::Save(args) => crate::images::save(&ctx, &args).map(|_| 0),
         Command::Pull(args) => runtime.block_on(pull(&ctx, &args)).map(|_| 0),
         Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
         Command::Tag(args) => runtime.block_on(crate::images::tag(&ctx, &args)).map(|_| 0),

@@ -1,10 +1,14 @@
-//! Image commands that name, move and remove images: `tag`, `push` to a registry.
+//! Image commands that name, move and remove images: `tag`, `push` to a registry, `save`.
+
+use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context as _, Result};
-use ferry_distribution::{PlatformChoice, PushEvent, PushOptions};
+use ferry_distribution::{
+    ArchiveFormat, PlatformChoice, PushEvent, PushOptions, SaveImage, SaveOptions,
+};
 use ferry_oci::{Descriptor, Platform, Reference};
 
-use crate::cli::{PushArgs, TagArgs};
+use crate::cli::{PushArgs, SaveArgs, TagArgs};
 use crate::commands::find_image;
 use crate::context::Context;
 use crate::output::human_size;
@@ -87,6 +91,82 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
             _ => "latest",
         };
         outln!("{tag}: digest: {} size: {}", pushed.digest, pushed.size);
+    }
+    Ok(())
+}
+
+/// `ferry save [-o FILE] IMAGE...`: writes the images (blobs as stored) into one archive, to
+/// FILE (written beside it first and renamed, so a failed save leaves no partial file) or to
+/// stdout.
+pub fn save(ctx: &Context, args: &SaveArgs) -> Result<()> {
+    let format = match args.format.as_str() {
+        "docker" => ArchiveFormat::Docker,
+        "oci" => ArchiveFormat::Oci,
+        other => bail!("unknown archive format {other:?}: use docker or oci"),
+    };
+    let opts = SaveOptions {
+        format,
+        platforms: platform_choice(args.platform.as_deref(), args.all_platforms)?,
+    };
+    let mut images = Vec::new();
+    for text in &args.images {
+        let image = find_image(&ctx.store, text)?;
+        // An image given by ID is saved under every name it has, as docker does.
+        let by_name = text
+            .parse::<Reference>()
+            .ok()
+            .is_some_and(|r| r.image_name() == image.name)
+            || text == &image.name;
+        let names: Vec<String> = match by_name {
+            true => vec![image.name.clone()],
+            false => ctx
+                .store
+                .list_images()?
+                .into_iter()
+                .filter(|i| i.target.digest == image.target.digest)
+                .map(|i| i.name)
+                .collect(),
+        };
+        for name in names {
+            let registry_name = matches!(name.parse::<Reference>(), Ok(Reference::Registry { .. }))
+                && !name.starts_with("sha256:");
+            images.push(SaveImage {
+                name: registry_name.then_some(name),
+                target: image.target.clone(),
+            });
+        }
+    }
+
+    match args
+        .output
+        .as_deref()
+        .filter(|p| *p != std::path::Path::new("-"))
+    {
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("save: create a file in {}", dir.display()))?;
+            let out = std::io::BufWriter::new(tmp);
+            let out = ferry_distribution::save_archive(&ctx.store, &images, &opts, out)?;
+            let tmp = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("save: write {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("save: write {}", path.display()))?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+            }
+            let out = std::io::BufWriter::new(stdout.lock());
+            let mut out = ferry_distribution::save_archive(&ctx.store, &images, &opts, out)?;
+            out.flush().context("save: write stdout")?;
+        }
     }
     Ok(())
 }
