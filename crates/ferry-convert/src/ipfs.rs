@@ -23,12 +23,13 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
 /// Adds the image whose top descriptor is `target` to the local IPFS store, pins it under
 /// `name` and returns the image CID. Blocking (hashes every blob): call it from a blocking
-/// context. Only manifests for `platform` are kept from an index.
+/// context. Only manifests for `platform` are kept from an index; with `None`, every manifest
+/// is (all must be in the store).
 pub fn push_image(
     store: &Store,
     name: &str,
     target: &Descriptor,
-    platform: &Platform,
+    platform: Option<&Platform>,
     profile: Profile,
 ) -> Result<Cid, Error> {
     let pusher = Pusher {
@@ -45,7 +46,7 @@ pub fn push_image(
 
 struct Pusher<'a> {
     store: &'a Store,
-    platform: &'a Platform,
+    platform: Option<&'a Platform>,
     profile: Profile,
 }
 
@@ -71,14 +72,16 @@ impl Pusher<'_> {
         index.media_type = media::to_oci(&index.media_type).to_string();
         let mut manifests = Vec::new();
         for m in &index.manifests {
-            if m.platform.as_ref().is_none_or(|p| p.matches(self.platform)) {
+            if wanted(m, self.platform) {
                 manifests.push(self.convert(m)?);
             }
         }
         if manifests.is_empty() {
             return Err(Error::NoPlatform {
                 image: desc.digest.to_string(),
-                platform: self.platform.to_string(),
+                platform: self
+                    .platform
+                    .map_or("any platform".into(), |p| p.to_string()),
             });
         }
         index.manifests = manifests;
@@ -127,12 +130,12 @@ pub trait PullProgress: Send + Sync {
 /// Fetches the image `image_cid` over Bitswap into the store and names it by its CID (the bare
 /// CIDv1 string, as nerdctl names it). Every block is verified against its CID and every blob
 /// against its descriptor's digest and size. Only the manifest for `platform` is fetched from an
-/// index. `timeout` bounds the wait for any one block. Returns the top descriptor.
+/// index (every manifest with `None`). `timeout` bounds the wait for any one block. Returns the top descriptor.
 pub async fn pull_image(
     bitswap: &ferry_bitswap::Bitswap,
     store: &Arc<Store>,
     image_cid: Cid,
-    platform: &Platform,
+    platform: Option<&Platform>,
     timeout: Duration,
     progress: &dyn PullProgress,
 ) -> Result<Descriptor, Error> {
@@ -165,7 +168,7 @@ pub async fn pull_image(
 struct Puller<'a> {
     bitswap: &'a ferry_bitswap::Bitswap,
     store: &'a Arc<Store>,
-    platform: &'a Platform,
+    platform: Option<&'a Platform>,
     timeout: Duration,
     progress: &'a dyn PullProgress,
 }
@@ -180,12 +183,14 @@ impl Puller<'_> {
                 let wanted: Vec<_> = index
                     .manifests
                     .into_iter()
-                    .filter(|m| m.platform.as_ref().is_none_or(|p| p.matches(self.platform)))
+                    .filter(|m| wanted(m, self.platform))
                     .collect();
                 if wanted.is_empty() {
                     return Err(Error::NoPlatform {
                         image: desc.digest.to_string(),
-                        platform: self.platform.to_string(),
+                        platform: self
+                            .platform
+                            .map_or("any platform".into(), |p| p.to_string()),
                     });
                 }
                 todo.extend(wanted);
@@ -233,6 +238,14 @@ impl Puller<'_> {
     fn read_json<T: serde::de::DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, Error> {
         let bytes = self.store.read_blob(&desc.digest)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&desc.digest, e))
+    }
+}
+
+/// Whether the index entry `m` is one of the manifests asked for (`None`: all are).
+fn wanted(m: &Descriptor, platform: Option<&Platform>) -> bool {
+    match platform {
+        None => true,
+        Some(platform) => m.platform.as_ref().is_none_or(|p| p.matches(platform)),
     }
 }
 

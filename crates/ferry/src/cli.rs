@@ -140,6 +140,14 @@ pub struct PullArgs {
     /// Print only the image name when done.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Pull this platform's manifest of a multi-platform image (os/arch[/variant]; default:
+    /// the host's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image (the index and each manifest, config and
+    /// layer).
+    #[arg(long)]
+    pub all_platforms: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -168,7 +176,9 @@ pub struct PushArgs {
     /// Push only this platform's manifest of a multi-platform image (os/arch[/variant]).
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,
-    /// Push every platform of a multi-platform image (all must be here).
+    /// Push every platform of a multi-platform image (all must be here). Without it (or
+    /// --platform), a registry gets the whole index when every manifest is here, else the
+    /// host's manifest; IPFS gets the host's.
     #[arg(long)]
     pub all_platforms: bool,
 }

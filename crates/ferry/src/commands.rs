@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::Store;
-use ferry_distribution::{load_archive, PullEvent, PullOptions};
+use ferry_distribution::{load_archive, PlatformChoice, PullEvent, PullOptions};
 use ferry_oci::{media, Descriptor, ImageConfig, Index, Manifest, Platform, Reference};
 use ferry_unixfs::Profile;
 
@@ -107,15 +107,22 @@ fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
 async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
     let reference: Reference = args.image.parse()?;
     let name = reference.image_name();
+    let platform = match (&args.platform, args.all_platforms) {
+        (Some(_), true) => bail!("--platform and --all-platforms exclude each other"),
+        (Some(p), false) => crate::images::parse_platform(p)?,
+        (None, _) => Platform::host(),
+    };
     match &reference {
         Reference::Ipfs(cid) => {
-            crate::network::pull_ipfs(ctx, *cid, &args.net, args.quiet)
+            let only = (!args.all_platforms).then_some(&platform);
+            crate::network::pull_ipfs_platform(ctx, *cid, &args.net, args.quiet, only)
                 .await
                 .with_context(|| format!("pull {cid}"))?;
         }
         Reference::Registry { .. } => {
             let opts = PullOptions {
-                platform: Platform::host(),
+                platform,
+                all_platforms: args.all_platforms,
                 insecure_registries: args.insecure_registries.clone(),
                 auth: crate::auth::credentials(&reference)?,
             };
@@ -162,13 +169,19 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     let store = ctx.store.clone();
     let image_name = image.name.clone();
     let target = image.target.clone();
+    let platform =
+        match crate::images::platform_choice(args.platform.as_deref(), args.all_platforms)? {
+            PlatformChoice::All => None,
+            PlatformChoice::One(p) => Some(p),
+            PlatformChoice::Default => Some(Platform::host()),
+        };
     let started = std::time::Instant::now();
     let cid = tokio::task::spawn_blocking(move || {
         ferry_convert::ipfs::push_image(
             &store,
             &image_name,
             &target,
-            &Platform::host(),
+            platform.as_ref(),
             Profile::KUBO_V1,
         )
     })

@@ -357,7 +357,14 @@ async fn handle(
             });
             let timeout = Duration::from_millis(timeout_ms);
             let platform = Platform::host();
-            let pull = pull_image(node.bitswap(), &ctx.store, cid, &platform, timeout, &lines);
+            let pull = pull_image(
+                node.bitswap(),
+                &ctx.store,
+                cid,
+                Some(&platform),
+                timeout,
+                &lines,
+            );
             node.routed(pull).await?;
             // Pulled images are pinned: this node now serves them too.
             provide(ctx, node, vec![cid]).await?;

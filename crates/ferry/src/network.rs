@@ -17,8 +17,20 @@ use crate::context::Context;
 use crate::control::{self, Reply, Request};
 use crate::output::ProgressLines;
 
-/// Pulls the IPFS image `cid` into the store and returns its top descriptor.
+/// Pulls the IPFS image `cid` (the host's platform of it) into the store and returns its top
+/// descriptor.
 pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> Result<Descriptor> {
+    pull_ipfs_platform(ctx, cid, net, quiet, Some(&Platform::host())).await
+}
+
+/// [`pull_ipfs`] for `platform`'s manifest of an index, or every manifest with `None`.
+pub async fn pull_ipfs_platform(
+    ctx: &Context,
+    cid: Cid,
+    net: &NetArgs,
+    quiet: bool,
+    platform: Option<&Platform>,
+) -> Result<Descriptor> {
     let show = move |line: String| {
         if !quiet {
             eprintln!("{line}");
@@ -28,7 +40,10 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
         cid: cid.to_string(),
         timeout_ms: timeout_ms(net),
     };
-    if daemon_request(ctx, net, &request, &show).await?.is_some() {
+    // TODO: the control protocol names no platform, so only host pulls go through the daemon;
+    // the others run a node of their own here.
+    let host = platform.is_some_and(|p| *p == Platform::host());
+    if host && daemon_request(ctx, net, &request, &show).await?.is_some() {
         let image = ctx.store.get_image(&cid.to_string())?;
         return image
             .map(|i| i.target)
@@ -36,12 +51,11 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
     }
     let (node, dialed) = start_node(ctx, net).await?;
     let progress = ProgressLines::new(show);
-    let platform = Platform::host();
     let pull = pull_image(
         node.bitswap(),
         &ctx.store,
         cid,
-        &platform,
+        platform,
         block_timeout(net, dialed),
         &progress,
     );
