@@ -29,6 +29,16 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// Recompressing an image's layers failed.
+    #[error("compress {image}: {why}")]
+    Compress {
+        /// The image's manifest or index digest.
+        image: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
     /// Saving images to an archive failed.
     #[error("save {what}: {why}")]
     Save {
@@ -74,6 +84,7 @@ impl Error {
             Error::Pull { kind, .. }
             | Error::Push { kind, .. }
             | Error::Save { kind, .. }
+            | Error::Compress { kind, .. }
             | Error::Load { kind, .. } => *kind,
         }
     }
@@ -142,6 +153,14 @@ impl Fail {
     pub(crate) fn into_push(self, reference: &str) -> Error {
         Error::Push {
             reference: reference.to_string(),
+            kind: self.kind,
+            why: self.why,
+        }
+    }
+
+    pub(crate) fn into_compress(self, image: &str) -> Error {
+        Error::Compress {
+            image: image.to_string(),
             kind: self.kind,
             why: self.why,
         }

@@ -16,6 +16,7 @@
 
 mod archive;
 mod auth;
+mod compress;
 mod docker;
 mod error;
 mod json;
@@ -27,6 +28,7 @@ pub mod server;
 
 pub use archive::{load_archive, LoadedImage};
 pub use auth::Auth;
+pub use compress::{recompress, Compression};
 pub use error::{Error, ErrorKind};
 pub use pull::{pull, PullEvent, PullOptions};
 pub use push::{push, PlatformChoice, PushEvent, PushOptions};

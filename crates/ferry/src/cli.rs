@@ -181,6 +181,10 @@ pub struct PushArgs {
     /// host's manifest; IPFS gets the host's.
     #[arg(long)]
     pub all_platforms: bool,
+    /// Recompress the layers first: `zstd` or `gzip` (new layer digests, same diff_ids; the
+    /// local image stays as it is).
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<ferry_distribution::Compression>,
 }
 
 /// `ferry tag`.

@@ -175,6 +175,12 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
             PlatformChoice::One(p) => Some(p),
             PlatformChoice::Default => Some(Platform::host()),
         };
+    let target = match args.compression {
+        Some(compression) => {
+            crate::images::recompress(ctx, &target, compression, platform.clone()).await?
+        }
+        None => target,
+    };
     let started = std::time::Instant::now();
     let cid = tokio::task::spawn_blocking(move || {
         ferry_convert::ipfs::push_image(

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context as _, Result};
 use ferry_distribution::{
-    ArchiveFormat, PlatformChoice, PushEvent, PushOptions, SaveImage, SaveOptions,
+    ArchiveFormat, Compression, PlatformChoice, PushEvent, PushOptions, SaveImage, SaveOptions,
 };
 use ferry_oci::{Descriptor, Platform, Reference};
 
@@ -49,8 +49,21 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
     let image = ctx.store.get_image(&name)?.with_context(|| {
         format!("push {name}: no local image of that name (name one with `ferry tag`)")
     })?;
+    let platforms = platform_choice(args.platform.as_deref(), args.all_platforms)?;
+    let source = match args.compression {
+        Some(compression) => {
+            let only = match &platforms {
+                PlatformChoice::All => None,
+                PlatformChoice::One(p) => Some(p.clone()),
+                PlatformChoice::Default if has_every_manifest(ctx, &image.target)? => None,
+                PlatformChoice::Default => Some(Platform::host()),
+            };
+            recompress(ctx, &image.target, compression, only).await?
+        }
+        None => image.target.clone(),
+    };
     let opts = PushOptions {
-        platforms: platform_choice(args.platform.as_deref(), args.all_platforms)?,
+        platforms,
         insecure_registries: args.insecure_registries.clone(),
         auth: crate::auth::credentials(&reference)?,
     };
@@ -78,9 +91,10 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
         }
     };
     let pushed =
-        ferry_distribution::push(&ctx.store, &image.target, &reference, &opts, &progress).await?;
-    // The registry's digest is the image's from now on (it differs when IPFS urls were dropped).
-    if pushed.digest != image.target.digest {
+        ferry_distribution::push(&ctx.store, &source, &reference, &opts, &progress).await?;
+    // The registry's digest is the image's from now on (it differs when IPFS urls were dropped),
+    // unless the layers were recompressed for this push only.
+    if pushed.digest != image.target.digest && args.compression.is_none() {
         ctx.store.put_image(&name, &pushed)?;
     }
     if quiet {
@@ -169,6 +183,36 @@ pub fn save(ctx: &Context, args: &SaveArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Recompresses the layers of `target` (those of `platform`, or all) in a blocking task and
+/// returns the new top descriptor.
+pub async fn recompress(
+    ctx: &Context,
+    target: &Descriptor,
+    compression: Compression,
+    platform: Option<Platform>,
+) -> Result<Descriptor> {
+    let store = ctx.store.clone();
+    let target = target.clone();
+    let converted = tokio::task::spawn_blocking(move || {
+        ferry_distribution::recompress(&store, &target, compression, platform.as_ref())
+    })
+    .await??;
+    Ok(converted)
+}
+
+/// Whether every manifest of an index (or the one manifest) is in the store.
+fn has_every_manifest(ctx: &Context, target: &Descriptor) -> Result<bool> {
+    if !ferry_oci::media::is_index(&target.media_type) {
+        return Ok(true);
+    }
+    let index: ferry_oci::Index = serde_json::from_slice(&ctx.store.read_blob(&target.digest)?)
+        .with_context(|| format!("index {}", target.digest))?;
+    Ok(index
+        .manifests
+        .iter()
+        .all(|m| ctx.store.has_blob(&m.digest)))
 }
 
 /// `--platform` / `--all-platforms` as a choice of manifests.
