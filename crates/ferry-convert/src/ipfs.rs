@@ -24,18 +24,21 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Adds the image whose top descriptor is `target` to the local IPFS store, pins it under
 /// `name` and returns the image CID. Blocking (hashes every blob): call it from a blocking
 /// context. Only manifests for `platform` are kept from an index; with `None`, every manifest
-/// is (all must be in the store).
+/// is (all must be in the store). `progress` hears of each config and layer before it is
+/// added (`false`) and after (`true`).
 pub fn push_image(
     store: &Store,
     name: &str,
     target: &Descriptor,
     platform: Option<&Platform>,
     profile: Profile,
+    progress: &dyn Fn(&Descriptor, bool),
 ) -> Result<Cid, Error> {
     let pusher = Pusher {
         store,
         platform,
         profile,
+        progress,
     };
     let top = pusher.convert(target)?;
     let json = go_json::to_vec(&top).map_err(|e| Error::invalid("top descriptor", e))?;
@@ -48,6 +51,7 @@ struct Pusher<'a> {
     store: &'a Store,
     platform: Option<&'a Platform>,
     profile: Profile,
+    progress: &'a dyn Fn(&Descriptor, bool),
 }
 
 impl Pusher<'_> {
@@ -61,7 +65,10 @@ impl Pusher<'_> {
             let manifest = self.convert_manifest(desc)?;
             self.add_json(&manifest, &mut out)?
         } else {
-            add_blob(self.store, &desc.digest, self.profile)?
+            (self.progress)(desc, false);
+            let cid = add_blob(self.store, &desc.digest, self.profile)?;
+            (self.progress)(desc, true);
+            cid
         };
         out.urls = vec![format!("ipfs://{cid}")];
         Ok(out)

@@ -70,6 +70,13 @@ pub enum PullEvent {
         /// Its size in bytes.
         size: u64,
     },
+    /// Bytes of a blob arrived.
+    BlobProgress {
+        /// The blob.
+        digest: Digest,
+        /// Bytes of it received so far.
+        received: u64,
+    },
     /// A blob is in the store.
     BlobDone {
         /// The blob.
@@ -355,6 +362,10 @@ impl Puller<'_> {
             ingest
                 .write_all(&chunk)
                 .map_err(|e| Fail::io(ingest.path(), e))?;
+            (self.progress)(PullEvent::BlobProgress {
+                digest: digest.clone(),
+                received: written,
+            });
         }
 
         ingest

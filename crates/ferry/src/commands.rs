@@ -12,6 +12,7 @@ use crate::cli::{
 use crate::context::Context;
 use crate::control::{self, Reply, Request};
 use crate::output::{ago, human_size};
+use crate::progress::{Mode, Progress, State};
 
 /// Runs the command; returns the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -140,25 +141,26 @@ pub async fn pull_registry(
     opts: &PullOptions,
     quiet: bool,
 ) -> Result<Descriptor> {
-    let progress = |event: PullEvent| {
-        if quiet {
-            return;
-        }
-        match event {
-            PullEvent::Resolved { digest } => eprintln!("{reference}: resolved {digest}"),
-            PullEvent::BlobStarted { digest, size } => {
-                eprintln!("{}: fetching {}", digest.short(), human_size(size))
-            }
-            PullEvent::BlobDone { digest, cached, .. } => {
-                eprintln!(
-                    "{}: {}",
-                    digest.short(),
-                    if cached { "already here" } else { "done" }
-                )
-            }
+    let display = Progress::new(Mode::detect(quiet));
+    let progress = |event: PullEvent| match event {
+        PullEvent::Resolved { digest } => display.note(&format!("{reference}: resolved {digest}")),
+        PullEvent::BlobStarted { digest, size } => display.state(&digest, size, State::Downloading),
+        PullEvent::BlobProgress { digest, received } => display.bytes(&digest, received),
+        PullEvent::BlobDone {
+            digest,
+            size,
+            cached,
+        } => {
+            let state = match cached {
+                true => State::AlreadyExists,
+                false => State::PullComplete,
+            };
+            display.state(&digest, size, state)
         }
     };
-    Ok(ferry_distribution::pull(store, reference, opts, &progress).await?)
+    let pulled = ferry_distribution::pull(store, reference, opts, &progress).await;
+    display.finish();
+    Ok(pulled?)
 }
 
 async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
@@ -182,17 +184,25 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
         None => target,
     };
     let started = std::time::Instant::now();
-    let cid = tokio::task::spawn_blocking(move || {
+    let display = std::sync::Arc::new(Progress::new(Mode::detect(args.quiet)));
+    let shown = display.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        let progress = |desc: &Descriptor, done: bool| {
+            let state = if done { State::Pushed } else { State::Pushing };
+            shown.state(&desc.digest, desc.size, state)
+        };
         ferry_convert::ipfs::push_image(
             &store,
             &image_name,
             &target,
             platform.as_ref(),
             Profile::KUBO_V1,
+            &progress,
         )
     })
-    .await?
-    .with_context(|| format!("push {}", image.name))?;
+    .await?;
+    display.finish();
+    let cid = pushed.with_context(|| format!("push {}", image.name))?;
     crate::network::announce(ctx, &[cid]);
     if !args.quiet {
         eprintln!(

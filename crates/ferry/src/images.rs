@@ -11,7 +11,7 @@ use ferry_oci::{Descriptor, Platform, Reference};
 use crate::cli::{PushArgs, SaveArgs, TagArgs};
 use crate::commands::find_image;
 use crate::context::Context;
-use crate::output::human_size;
+use crate::progress::{Mode, Progress, State};
 
 /// `ferry tag SRC DST`: binds the registry name DST to the image SRC names. SRC may be
 /// `ipfs://CID` (pulled from IPFS first when it is not here, from local blocks or peers).
@@ -68,30 +68,25 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
         auth: crate::auth::credentials(&reference)?,
     };
     let quiet = args.quiet;
-    let progress = move |event: PushEvent| {
-        if quiet {
-            return;
-        }
-        match event {
-            PushEvent::BlobStarted { digest, size } => {
-                eprintln!("{}: pushing {}", digest.short(), human_size(size))
-            }
-            PushEvent::BlobProgress { .. } => {}
-            PushEvent::BlobDone {
-                digest, existed, ..
-            } => eprintln!(
-                "{}: {}",
-                digest.short(),
-                if existed {
-                    "layer already exists"
-                } else {
-                    "pushed"
-                }
-            ),
+    let display = Progress::new(Mode::detect(quiet));
+    let progress = |event: PushEvent| match event {
+        PushEvent::BlobStarted { digest, size } => display.state(&digest, size, State::Pushing),
+        PushEvent::BlobProgress { digest, sent } => display.bytes(&digest, sent),
+        PushEvent::BlobDone {
+            digest,
+            size,
+            existed,
+        } => {
+            let state = match existed {
+                true => State::LayerAlreadyExists,
+                false => State::Pushed,
+            };
+            display.state(&digest, size, state)
         }
     };
-    let pushed =
-        ferry_distribution::push(&ctx.store, &source, &reference, &opts, &progress).await?;
+    let pushed = ferry_distribution::push(&ctx.store, &source, &reference, &opts, &progress).await;
+    display.finish();
+    let pushed = pushed?;
     // The registry's digest is the image's from now on (it differs when IPFS urls were dropped),
     // unless the layers were recompressed for this push only.
     if pushed.digest != image.target.digest && args.compression.is_none() {

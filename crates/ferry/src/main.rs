@@ -25,6 +25,7 @@ mod ipfs;
 mod lifecycle;
 mod network;
 mod output;
+mod progress;
 mod prune;
 mod registry;
 mod run;

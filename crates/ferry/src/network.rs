@@ -15,7 +15,7 @@ use libp2p::identity::Keypair;
 use crate::cli::NetArgs;
 use crate::context::Context;
 use crate::control::{self, Reply, Request};
-use crate::output::ProgressLines;
+use crate::progress::{Mode, Progress};
 
 /// Pulls the IPFS image `cid` (the host's platform of it) into the store and returns its top
 /// descriptor.
@@ -50,7 +50,7 @@ pub async fn pull_ipfs_platform(
             .ok_or_else(|| anyhow!("the daemon pulled {cid} but it is not in the store"));
     }
     let (node, dialed) = start_node(ctx, net).await?;
-    let progress = ProgressLines::new(show);
+    let progress = Progress::new(Mode::detect(quiet));
     let pull = pull_image(
         node.bitswap(),
         &ctx.store,
@@ -60,6 +60,7 @@ pub async fn pull_ipfs_platform(
         &progress,
     );
     let result = node.routed(pull).await.map_err(anyhow::Error::from);
+    progress.finish();
     finish(node, dialed, result).await
 }
 
