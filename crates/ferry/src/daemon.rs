@@ -347,7 +347,12 @@ async fn handle(
             node.connect(addr).await?;
             Ok(Reply::Done)
         }
-        Request::PullIpfs { cid, timeout_ms } => {
+        Request::PullIpfs {
+            cid,
+            timeout_ms,
+            platform,
+            all_platforms,
+        } => {
             let Some(node) = node else {
                 bail!("the daemon is offline")
             };
@@ -356,12 +361,15 @@ async fn handle(
                 let _ = progress.send(Reply::Progress { line });
             });
             let timeout = Duration::from_millis(timeout_ms);
-            let platform = Platform::host();
+            let platform = match platform {
+                Some(p) => crate::images::parse_platform(&p)?,
+                None => Platform::host(),
+            };
             let pull = pull_image(
                 node.bitswap(),
                 &ctx.store,
                 cid,
-                Some(&platform),
+                (!all_platforms).then_some(&platform),
                 timeout,
                 &lines,
             );

@@ -39,11 +39,10 @@ pub async fn pull_ipfs_platform(
     let request = Request::PullIpfs {
         cid: cid.to_string(),
         timeout_ms: timeout_ms(net),
+        platform: platform.map(Platform::to_string),
+        all_platforms: platform.is_none(),
     };
-    // TODO: the control protocol names no platform, so only host pulls go through the daemon;
-    // the others run a node of their own here.
-    let host = platform.is_some_and(|p| *p == Platform::host());
-    if host && daemon_request(ctx, net, &request, &show).await?.is_some() {
+    if daemon_request(ctx, net, &request, &show).await?.is_some() {
         let image = ctx.store.get_image(&cid.to_string())?;
         return image
             .map(|i| i.target)

@@ -356,4 +356,23 @@ fn ipfs_push_keeps_the_platforms_asked_for() {
             assert_eq!(here, wanted, "{config} with {flags:?}");
         }
     }
+
+    // The same through a daemon running on the pulling root (the CLI hands it the pull).
+    let peer = tempfile::tempdir().unwrap();
+    let _peer_daemon = Daemon::start(
+        peer.path(),
+        "/ip4/127.0.0.1/tcp/0",
+        &["--no-mdns", "--no-registry"],
+    );
+    ok(ferry(peer.path()).args([
+        "pull",
+        "-q",
+        "--all-platforms",
+        "--peer",
+        &daemon.addr,
+        &format!("ipfs://{}", all.trim()),
+    ]));
+    for config in [&m.host.1, &m.other.1, &m.layer] {
+        assert!(peer.path().join("blobs/sha256").join(&config[7..]).exists());
+    }
 }
