@@ -172,8 +172,11 @@ impl Converter<'_> {
             .read_to_end(&mut head)
             .map_err(|e| Fail::io(&path, e))?;
         if self.compression.matches(&head) {
+            // Kept as it is; only a media type that names another compression is corrected.
             let mut same = layer.clone();
-            same.media_type = self.compression.media_type().to_string();
+            if media::to_oci(&layer.media_type) != self.compression.media_type() {
+                same.media_type = self.compression.media_type().to_string();
+            }
             self.done.insert(layer.digest.clone(), same.clone());
             return Ok(same);
         }

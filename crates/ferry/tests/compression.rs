@@ -246,6 +246,17 @@ fn push_compression_converts_layers_for_registry_and_ipfs() {
     let file = copy.join(&layer["digest"].as_str().unwrap()[7..]);
     assert_eq!(uncompressed_digest("gzip", &file), diff_id);
 
+    // A layer already gzip stays as it is with --compression gzip: the image is unchanged.
+    let same_name = format!("{}/busybox:same", registry.addr);
+    ok(ferry(root.path()).args(["tag", "busybox", &same_name]));
+    let out = ok(ferry(root.path()).args(["push", "--compression", "gzip", &same_name]));
+    let original = json(ok(ferry(root.path()).args(["image", "inspect", "busybox"])).as_bytes());
+    let digest = original[0]["Id"].as_str().unwrap();
+    assert!(
+        out.starts_with(&format!("same: digest: {digest} ")),
+        "{out}"
+    );
+
     // IPFS: the manifest in IPFS names the zstd layer (the same blob as in the registry).
     let cid =
         ok(ferry(root.path()).args(["push", "-q", "--compression", "zstd", "ipfs://busybox"]));
