@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{ferry, fixture, ok, output, sha256sum, tool_installed};
+use common::{ferry, fixture, ok, on_a_pty, output, sha256sum, tool_installed};
 
 /// The busybox fixture's manifest, config and layer digests and its diff_id (`sha256:...`), as skopeo
 /// reads the fixture archive.
@@ -208,5 +208,20 @@ fn save_refusals_are_one_line() {
         !archive.exists(),
         "a failed save left {}",
         archive.display()
+    );
+}
+
+#[test]
+fn save_refuses_to_write_an_archive_to_a_terminal() {
+    let root = loaded();
+    let mut cmd = ferry(root.path());
+    cmd.args(["save", "busybox"]);
+    let (code, out) = on_a_pty(cmd);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).as_ref()),
+        (
+            1,
+            "ferry: refusing to write an archive to a terminal: use -o FILE or redirect stdout\r\n"
+        )
     );
 }

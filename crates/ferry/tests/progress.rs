@@ -5,14 +5,10 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{ferry, fixture, ok, output, tool_installed, Registry};
+use common::{ferry, fixture, ok, on_a_pty, output, tool_installed, Registry};
 
 fn tools(test: &str) -> bool {
     tool_installed(test, "skopeo") && tool_installed(test, "docker-registry")
@@ -161,61 +157,6 @@ fn pull_and_push_print_one_line_per_state_change_when_not_on_a_terminal() {
         (code, stdout, stderr),
         (0, format!("{name}\n"), String::new())
     );
-}
-
-/// Runs `cmd` with stdin, stdout and stderr on a new pseudo-terminal of 24x100 and returns
-/// everything it wrote there, once it exits (within 30 s).
-fn on_a_pty(mut cmd: Command) -> (i32, Vec<u8>) {
-    let (mut master, mut slave) = (0, 0);
-    let size = libc::winsize {
-        ws_row: 24,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors into the given ints; name and termios are null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened and are owned here only.
-    let (mut master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        // EIO once the child, the last holder of the slave side, has gone.
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        seen
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{child:?} did not finish within 30s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (code, reader.join().unwrap())
 }
 
 /// The lines a terminal shows after `bytes`: a small emulator of what ferry sends (text, CR,
