@@ -252,3 +252,60 @@ fn pull_on_a_terminal_redraws_rows_in_place_and_ends_with_pull_complete() {
     want.push(name.clone());
     assert_eq!(shown, want, "{text:?}");
 }
+
+#[test]
+fn ipfs_push_and_pull_print_one_line_per_state_change() {
+    if !tool_installed(
+        "ipfs_push_and_pull_print_one_line_per_state_change",
+        "skopeo",
+    ) {
+        return;
+    }
+    let (blobs, _, _) = busybox_blobs();
+    let root = tempfile::tempdir().unwrap();
+    ok(ferry(root.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    let (code, cid, stderr) = output(ferry(root.path()).args(["push", "ipfs://busybox"]));
+    assert_eq!(code, 0, "{stderr}");
+    let mut lines: Vec<&str> = stderr.lines().collect();
+    let last = lines.pop().unwrap();
+    assert!(
+        last.starts_with("docker.io/library/busybox:latest: pushed to IPFS in "),
+        "{last}"
+    );
+    // The config and the layer are added as they are; their lines come in order.
+    let mut want: Vec<String> = blobs
+        .iter()
+        .flat_map(|(id, size)| [format!("{id}: Pushing {size}"), format!("{id}: Pushed")])
+        .collect();
+    want.sort();
+    lines.sort();
+    assert_eq!(lines, want);
+
+    let daemon = common::Daemon::start(root.path(), "/ip4/127.0.0.1/tcp/0", &["--no-mdns"]);
+    let peer = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(ferry(peer.path()).args([
+        "pull",
+        "--peer",
+        &daemon.addr,
+        &format!("ipfs://{}", cid.trim()),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    // The manifest (re-encoded in IPFS, so known only here), then the layer and the config
+    // (one blob at a time): each a Downloading line, then Pull complete.
+    let inspect = ok(ferry(peer.path()).args(["image", "inspect", cid.trim()]));
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let manifest_desc = &inspect[0]["ManifestDescriptor"];
+    let id = &manifest_desc["digest"].as_str().unwrap()[..19];
+    let size = size_text(manifest_desc["size"].as_u64().unwrap());
+    let mut want = vec![
+        format!("{id}: Downloading {size}"),
+        format!("{id}: Pull complete"),
+    ];
+    for (id, size) in blobs.iter().rev() {
+        want.push(format!("{id}: Downloading {size}"));
+        want.push(format!("{id}: Pull complete"));
+    }
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), want);
+}
