@@ -247,6 +247,8 @@ pub enum ImageCommand {
     Rm(RmiArgs),
     /// List images (same as `ferry images`).
     Ls(ImagesArgs),
+    /// Save images to an archive (same as `ferry save`).
+    Save(SaveArgs),
     /// encrypt, decrypt
     #[command(flatten)]
     Crypt(crate::crypt::ImageCommand),

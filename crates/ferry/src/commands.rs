@@ -42,6 +42,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             ImageCommand::Prune(args) => crate::prune::prune(&ctx, &args).map(|_| 0),
             ImageCommand::Rm(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
             ImageCommand::Ls(args) => images(&ctx, &args).map(|_| 0),
+            ImageCommand::Save(args) => crate::images::save(&ctx, &args).map(|_| 0),
             ImageCommand::Crypt(command) => {
                 crate::crypt::image(&ctx, crate::crypt::ImageArgs { command }).map(|_| 0)
             }
