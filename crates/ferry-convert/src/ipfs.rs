@@ -23,18 +23,22 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
 /// Adds the image whose top descriptor is `target` to the local IPFS store, pins it under
 /// `name` and returns the image CID. Blocking (hashes every blob): call it from a blocking
-/// context. Only manifests for `platform` are kept from an index.
+/// context. Only manifests for `platform` are kept from an index; with `None`, every manifest
+/// is (all must be in the store). `progress` hears of each config and layer before it is
+/// added (`false`) and after (`true`).
 pub fn push_image(
     store: &Store,
     name: &str,
     target: &Descriptor,
-    platform: &Platform,
+    platform: Option<&Platform>,
     profile: Profile,
+    progress: &dyn Fn(&Descriptor, bool),
 ) -> Result<Cid, Error> {
     let pusher = Pusher {
         store,
         platform,
         profile,
+        progress,
     };
     let top = pusher.convert(target)?;
     let json = go_json::to_vec(&top).map_err(|e| Error::invalid("top descriptor", e))?;
@@ -45,8 +49,9 @@ pub fn push_image(
 
 struct Pusher<'a> {
     store: &'a Store,
-    platform: &'a Platform,
+    platform: Option<&'a Platform>,
     profile: Profile,
+    progress: &'a dyn Fn(&Descriptor, bool),
 }
 
 impl Pusher<'_> {
@@ -60,7 +65,10 @@ impl Pusher<'_> {
             let manifest = self.convert_manifest(desc)?;
             self.add_json(&manifest, &mut out)?
         } else {
-            add_blob(self.store, &desc.digest, self.profile)?
+            (self.progress)(desc, false);
+            let cid = add_blob(self.store, &desc.digest, self.profile)?;
+            (self.progress)(desc, true);
+            cid
         };
         out.urls = vec![format!("ipfs://{cid}")];
         Ok(out)
@@ -71,14 +79,16 @@ impl Pusher<'_> {
         index.media_type = media::to_oci(&index.media_type).to_string();
         let mut manifests = Vec::new();
         for m in &index.manifests {
-            if m.platform.as_ref().is_none_or(|p| p.matches(self.platform)) {
+            if wanted(m, self.platform) {
                 manifests.push(self.convert(m)?);
             }
         }
         if manifests.is_empty() {
             return Err(Error::NoPlatform {
                 image: desc.digest.to_string(),
-                platform: self.platform.to_string(),
+                platform: self
+                    .platform
+                    .map_or("any platform".into(), |p| p.to_string()),
             });
         }
         index.manifests = manifests;
@@ -127,12 +137,12 @@ pub trait PullProgress: Send + Sync {
 /// Fetches the image `image_cid` over Bitswap into the store and names it by its CID (the bare
 /// CIDv1 string, as nerdctl names it). Every block is verified against its CID and every blob
 /// against its descriptor's digest and size. Only the manifest for `platform` is fetched from an
-/// index. `timeout` bounds the wait for any one block. Returns the top descriptor.
+/// index (every manifest with `None`). `timeout` bounds the wait for any one block. Returns the top descriptor.
 pub async fn pull_image(
     bitswap: &ferry_bitswap::Bitswap,
     store: &Arc<Store>,
     image_cid: Cid,
-    platform: &Platform,
+    platform: Option<&Platform>,
     timeout: Duration,
     progress: &dyn PullProgress,
 ) -> Result<Descriptor, Error> {
@@ -165,7 +175,7 @@ pub async fn pull_image(
 struct Puller<'a> {
     bitswap: &'a ferry_bitswap::Bitswap,
     store: &'a Arc<Store>,
-    platform: &'a Platform,
+    platform: Option<&'a Platform>,
     timeout: Duration,
     progress: &'a dyn PullProgress,
 }
@@ -180,12 +190,14 @@ impl Puller<'_> {
                 let wanted: Vec<_> = index
                     .manifests
                     .into_iter()
-                    .filter(|m| m.platform.as_ref().is_none_or(|p| p.matches(self.platform)))
+                    .filter(|m| wanted(m, self.platform))
                     .collect();
                 if wanted.is_empty() {
                     return Err(Error::NoPlatform {
                         image: desc.digest.to_string(),
-                        platform: self.platform.to_string(),
+                        platform: self
+                            .platform
+                            .map_or("any platform".into(), |p| p.to_string()),
                     });
                 }
                 todo.extend(wanted);
@@ -233,6 +245,14 @@ impl Puller<'_> {
     fn read_json<T: serde::de::DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, Error> {
         let bytes = self.store.read_blob(&desc.digest)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&desc.digest, e))
+    }
+}
+
+/// Whether the index entry `m` is one of the manifests asked for (`None`: all are).
+fn wanted(m: &Descriptor, platform: Option<&Platform>) -> bool {
+    match platform {
+        None => true,
+        Some(platform) => m.platform.as_ref().is_none_or(|p| p.matches(platform)),
     }
 }
 

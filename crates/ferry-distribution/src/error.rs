@@ -39,6 +39,26 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// Recompressing an image's layers failed.
+    #[error("compress {image}: {why}")]
+    Compress {
+        /// The image's manifest or index digest.
+        image: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
+    /// Saving images to an archive failed.
+    #[error("save {what}: {why}")]
+    Save {
+        /// The image involved (its name or digest), or `archive` for a failed write.
+        what: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
     /// Loading an archive or layout directory failed.
     #[error("load {}: {why}", path.display())]
     Load {
@@ -74,6 +94,8 @@ impl Error {
             Error::Pull { kind, .. }
             | Error::Push { kind, .. }
             | Error::Login { kind, .. }
+            | Error::Save { kind, .. }
+            | Error::Compress { kind, .. }
             | Error::Load { kind, .. } => *kind,
         }
     }
@@ -147,6 +169,22 @@ impl Fail {
     pub(crate) fn into_push(self, reference: &str) -> Error {
         Error::Push {
             reference: reference.to_string(),
+            kind: self.kind,
+            why: self.why,
+        }
+    }
+
+    pub(crate) fn into_compress(self, image: &str) -> Error {
+        Error::Compress {
+            image: image.to_string(),
+            kind: self.kind,
+            why: self.why,
+        }
+    }
+
+    pub(crate) fn into_save(self, what: &str) -> Error {
+        Error::Save {
+            what: what.to_string(),
             kind: self.kind,
             why: self.why,
         }

@@ -1,5 +1,6 @@
 //! Moving images between the content store and the outside: from and to a registry ([`pull`],
-//! [`push`]) and from image archives and OCI layout directories ([`load_archive`]).
+//! [`push`]), from image archives and OCI layout directories ([`load_archive`]) and to
+//! archives ([`save_archive`]).
 //!
 //! Both paths keep the bytes they are given: manifests and indexes are stored exactly as served
 //! or archived (their digests are what other tools print), and every blob is verified against
@@ -15,6 +16,7 @@
 
 mod archive;
 mod auth;
+mod compress;
 mod connect;
 mod docker;
 mod error;
@@ -22,11 +24,14 @@ mod json;
 mod layout;
 mod pull;
 mod push;
+mod save;
 pub mod server;
 
 pub use archive::{load_archive, LoadedImage};
 pub use auth::Auth;
+pub use compress::{recompress, Compression};
 pub use connect::login;
 pub use error::{Error, ErrorKind};
 pub use pull::{pull, PullEvent, PullOptions};
 pub use push::{push, PlatformChoice, PushEvent, PushOptions};
+pub use save::{save_archive, ArchiveFormat, SaveImage, SaveOptions};

@@ -34,6 +34,8 @@ const CONCURRENT_BLOBS: usize = 3;
 pub struct PullOptions {
     /// The platform to select from an index (default: [`Platform::host`]).
     pub platform: Platform,
+    /// Pull every manifest of an index (and their configs and layers), not only `platform`'s.
+    pub all_platforms: bool,
     /// Registries (host or host:port) to reach over plain HTTP. `localhost`, `127.0.0.0/8` and
     /// `::1` are always plain HTTP, as Docker treats them as insecure registries.
     pub insecure_registries: Vec<String>,
@@ -47,6 +49,7 @@ impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             platform: Platform::host(),
+            all_platforms: false,
             insecure_registries: Vec::new(),
             auth: Auth::Anonymous,
             ca_certs: Vec::new(),
@@ -69,6 +72,13 @@ pub enum PullEvent {
         /// Its size in bytes.
         size: u64,
     },
+    /// Bytes of a blob arrived.
+    BlobProgress {
+        /// The blob.
+        digest: Digest,
+        /// Bytes of it received so far.
+        received: u64,
+    },
     /// A blob is in the store.
     BlobDone {
         /// The blob.
@@ -83,9 +93,9 @@ pub enum PullEvent {
 /// Pulls `reference` (a [`Reference::Registry`]) into the store and returns the descriptor the
 /// image name (`reference.image_name()`) is now bound to.
 ///
-/// Fetches the manifest (or the index and the manifest matching `opts.platform`), the config
-/// and every layer, each verified against its digest and size while it is written; blobs the
-/// store already has are skipped. Manifests and indexes are stored as the exact bytes served.
+/// Fetches the manifest (or the index and the manifest matching `opts.platform`, or every
+/// manifest of the index with `opts.all_platforms`), the config and every layer, each verified
+/// against its digest and size while it is written; blobs the store already has are skipped. Manifests and indexes are stored as the exact bytes served.
 /// The bound descriptor is `{mediaType, digest, size}` of the top manifest or index, with the
 /// media type from its `mediaType` field (or its shape, for OCI documents without one).
 ///
@@ -135,8 +145,14 @@ async fn pull_image(
 
     if media::is_index(&top.media_type) {
         let index: Index = json::decode(&bytes, &format!("index {}", top.digest))?;
-        let entry = select_manifest(&index, &opts.platform, &top.digest)?;
-        puller.platform_manifest(entry).await?;
+        if opts.all_platforms {
+            for entry in &index.manifests {
+                puller.platform_manifest(entry).await?;
+            }
+        } else {
+            let entry = select_manifest(&index, &opts.platform, &top.digest)?;
+            puller.platform_manifest(entry).await?;
+        }
     } else if media::is_manifest(&top.media_type) {
         puller.blobs_of(&bytes, &top.digest).await?;
     } else {
@@ -332,6 +348,10 @@ impl Puller<'_> {
             ingest
                 .write_all(&chunk)
                 .map_err(|e| Fail::io(ingest.path(), e).context(&what))?;
+            (self.progress)(PullEvent::BlobProgress {
+                digest: digest.clone(),
+                received: written,
+            });
         }
 
         ingest

@@ -35,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Load an image archive: an OCI archive, a Docker archive (docker save) or an OCI layout dir.
     Load(LoadArgs),
+    /// Save images to an archive (Docker-compatible OCI layout; -o FILE, else stdout).
+    Save(SaveArgs),
     /// Pull an image from a registry (HOST:PORT/REPO:TAG) or from IPFS (ipfs://CID or a bare CID).
     Pull(PullArgs),
     /// Push a local image into IPFS (ipfs://NAME, prints its CID) or to a registry
@@ -90,6 +92,31 @@ pub struct LoadArgs {
     pub input: Option<PathBuf>,
 }
 
+/// `ferry save`.
+#[derive(Args)]
+#[command(after_help = "\
+The default archive is an OCI layout that also holds Docker's manifest.json (as Docker 25+ and
+nerdctl write): `ferry load`, `docker load`, `skopeo copy docker-archive:FILE ...` and
+`skopeo copy oci-archive:FILE ...` read it. Blobs are written as stored, so a load anywhere gives
+the same image digest.")]
+pub struct SaveArgs {
+    /// Write the archive to FILE (default: stdout, when it is not a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// `docker` (OCI layout plus Docker's manifest.json) or `oci` (OCI layout only).
+    #[arg(long, default_value = "docker", value_name = "FORMAT")]
+    pub format: String,
+    /// Save only this platform's manifest of a multi-platform image (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Save every platform of a multi-platform image (all must be here).
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Images: names, image IDs or ipfs://CID.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
 /// How to reach peers when the command needs the network and no daemon runs on this root.
 #[derive(Args, Clone, Default)]
 pub struct NetArgs {
@@ -122,6 +149,14 @@ pub struct PullArgs {
     /// Print only the image name when done.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Pull this platform's manifest of a multi-platform image (os/arch[/variant]; default:
+    /// the host's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image (the index and each manifest, config and
+    /// layer).
+    #[arg(long)]
+    pub all_platforms: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -155,9 +190,15 @@ pub struct PushArgs {
     /// Push only this platform's manifest of a multi-platform image (os/arch[/variant]).
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,
-    /// Push every platform of a multi-platform image (all must be here).
+    /// Push every platform of a multi-platform image (all must be here). Without it (or
+    /// --platform), a registry gets the whole index when every manifest is here, else the
+    /// host's manifest; IPFS gets the host's.
     #[arg(long)]
     pub all_platforms: bool,
+    /// Recompress the layers first: `zstd` or `gzip` (new layer digests, same diff_ids; the
+    /// local image stays as it is).
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<ferry_distribution::Compression>,
 }
 
 /// `ferry tag`.
@@ -220,6 +261,8 @@ pub enum ImageCommand {
     Rm(RmiArgs),
     /// List images (same as `ferry images`).
     Ls(ImagesArgs),
+    /// Save images to an archive (same as `ferry save`).
+    Save(SaveArgs),
     /// encrypt, decrypt
     #[command(flatten)]
     Crypt(crate::crypt::ImageCommand),

@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::Store;
-use ferry_distribution::{load_archive, PullEvent, PullOptions};
+use ferry_distribution::{load_archive, PlatformChoice, PullEvent, PullOptions};
 use ferry_oci::{media, Descriptor, ImageConfig, Index, Manifest, Platform, Reference};
 use ferry_unixfs::Profile;
 
@@ -12,6 +12,7 @@ use crate::cli::{
 use crate::context::Context;
 use crate::control::{self, Reply, Request};
 use crate::output::{ago, human_size};
+use crate::progress::{Mode, Progress, State};
 
 /// Runs the command; returns the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -30,6 +31,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     };
     match cli.command {
         Command::Load(args) => load(&ctx, &args).map(|_| 0),
+        Command::Save(args) => crate::images::save(&ctx, &args).map(|_| 0),
         Command::Pull(args) => runtime.block_on(pull(&ctx, &args)).map(|_| 0),
         Command::Push(args) => runtime.block_on(push(&ctx, &args)).map(|_| 0),
         Command::Tag(args) => runtime.block_on(crate::images::tag(&ctx, &args)).map(|_| 0),
@@ -40,6 +42,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             ImageCommand::Prune(args) => crate::prune::prune(&ctx, &args).map(|_| 0),
             ImageCommand::Rm(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
             ImageCommand::Ls(args) => images(&ctx, &args).map(|_| 0),
+            ImageCommand::Save(args) => crate::images::save(&ctx, &args).map(|_| 0),
             ImageCommand::Crypt(command) => {
                 crate::crypt::image(&ctx, crate::crypt::ImageArgs { command }).map(|_| 0)
             }
@@ -116,15 +119,22 @@ fn load(ctx: &Context, args: &LoadArgs) -> Result<()> {
 async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
     let reference: Reference = args.image.parse()?;
     let name = reference.image_name();
+    let platform = match (&args.platform, args.all_platforms) {
+        (Some(_), true) => bail!("--platform and --all-platforms exclude each other"),
+        (Some(p), false) => crate::images::parse_platform(p)?,
+        (None, _) => Platform::host(),
+    };
     match &reference {
         Reference::Ipfs(cid) => {
-            crate::network::pull_ipfs(ctx, *cid, &args.net, args.quiet)
+            let only = (!args.all_platforms).then_some(&platform);
+            crate::network::pull_ipfs_platform(ctx, *cid, &args.net, args.quiet, only)
                 .await
                 .with_context(|| format!("pull {cid}"))?;
         }
         Reference::Registry { .. } => {
             let opts = PullOptions {
-                platform: Platform::host(),
+                platform,
+                all_platforms: args.all_platforms,
                 insecure_registries: args.insecure_registries.clone(),
                 auth: crate::auth::credentials(&reference)?,
                 ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
@@ -143,25 +153,26 @@ pub async fn pull_registry(
     opts: &PullOptions,
     quiet: bool,
 ) -> Result<Descriptor> {
-    let progress = |event: PullEvent| {
-        if quiet {
-            return;
-        }
-        match event {
-            PullEvent::Resolved { digest } => eprintln!("{reference}: resolved {digest}"),
-            PullEvent::BlobStarted { digest, size } => {
-                eprintln!("{}: fetching {}", digest.short(), human_size(size))
-            }
-            PullEvent::BlobDone { digest, cached, .. } => {
-                eprintln!(
-                    "{}: {}",
-                    digest.short(),
-                    if cached { "already here" } else { "done" }
-                )
-            }
+    let display = Progress::new(Mode::detect(quiet));
+    let progress = |event: PullEvent| match event {
+        PullEvent::Resolved { digest } => display.note(&format!("{reference}: resolved {digest}")),
+        PullEvent::BlobStarted { digest, size } => display.state(&digest, size, State::Downloading),
+        PullEvent::BlobProgress { digest, received } => display.bytes(&digest, received),
+        PullEvent::BlobDone {
+            digest,
+            size,
+            cached,
+        } => {
+            let state = match cached {
+                true => State::AlreadyExists,
+                false => State::PullComplete,
+            };
+            display.state(&digest, size, state)
         }
     };
-    Ok(ferry_distribution::pull(store, reference, opts, &progress).await?)
+    let pulled = ferry_distribution::pull(store, reference, opts, &progress).await;
+    display.finish();
+    Ok(pulled?)
 }
 
 async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
@@ -172,18 +183,38 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
     let store = ctx.store.clone();
     let image_name = image.name.clone();
     let target = image.target.clone();
+    let platform =
+        match crate::images::platform_choice(args.platform.as_deref(), args.all_platforms)? {
+            PlatformChoice::All => None,
+            PlatformChoice::One(p) => Some(p),
+            PlatformChoice::Default => Some(Platform::host()),
+        };
+    let target = match args.compression {
+        Some(compression) => {
+            crate::images::recompress(ctx, &target, compression, platform.clone()).await?
+        }
+        None => target,
+    };
     let started = std::time::Instant::now();
-    let cid = tokio::task::spawn_blocking(move || {
+    let display = std::sync::Arc::new(Progress::new(Mode::detect(args.quiet)));
+    let shown = display.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        let progress = |desc: &Descriptor, done: bool| {
+            let state = if done { State::Pushed } else { State::Pushing };
+            shown.state(&desc.digest, desc.size, state)
+        };
         ferry_convert::ipfs::push_image(
             &store,
             &image_name,
             &target,
-            &Platform::host(),
+            platform.as_ref(),
             Profile::KUBO_V1,
+            &progress,
         )
     })
-    .await?
-    .with_context(|| format!("push {}", image.name))?;
+    .await?;
+    display.finish();
+    let cid = pushed.with_context(|| format!("push {}", image.name))?;
     crate::network::announce(ctx, &[cid]);
     if !args.quiet {
         eprintln!(

@@ -21,6 +21,13 @@ pub enum Request {
         cid: String,
         /// How long to wait for any one block, in milliseconds.
         timeout_ms: u64,
+        /// The platform to pull from an index (`os/arch[/variant]`); absent: the daemon's host
+        /// platform, unless `all_platforms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
+        /// Pull every platform of an index.
+        #[serde(default)]
+        all_platforms: bool,
     },
     /// Fetch a UnixFS file into the store as a blob.
     Fetch {

@@ -347,7 +347,12 @@ async fn handle(
             node.connect(addr).await?;
             Ok(Reply::Done)
         }
-        Request::PullIpfs { cid, timeout_ms } => {
+        Request::PullIpfs {
+            cid,
+            timeout_ms,
+            platform,
+            all_platforms,
+        } => {
             let Some(node) = node else {
                 bail!("the daemon is offline")
             };
@@ -356,8 +361,18 @@ async fn handle(
                 let _ = progress.send(Reply::Progress { line });
             });
             let timeout = Duration::from_millis(timeout_ms);
-            let platform = Platform::host();
-            let pull = pull_image(node.bitswap(), &ctx.store, cid, &platform, timeout, &lines);
+            let platform = match platform {
+                Some(p) => crate::images::parse_platform(&p)?,
+                None => Platform::host(),
+            };
+            let pull = pull_image(
+                node.bitswap(),
+                &ctx.store,
+                cid,
+                (!all_platforms).then_some(&platform),
+                timeout,
+                &lines,
+            );
             node.routed(pull).await?;
             // Pulled images are pinned: this node now serves them too.
             provide(ctx, node, vec![cid]).await?;

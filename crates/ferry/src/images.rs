@@ -1,13 +1,17 @@
-//! Image commands that name, move and remove images: `tag`, `push` to a registry.
+//! Image commands that name, move and remove images: `tag`, `push` to a registry, `save`.
+
+use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context as _, Result};
-use ferry_distribution::{PlatformChoice, PushEvent, PushOptions};
+use ferry_distribution::{
+    ArchiveFormat, Compression, PlatformChoice, PushEvent, PushOptions, SaveImage, SaveOptions,
+};
 use ferry_oci::{Descriptor, Platform, Reference};
 
-use crate::cli::{PushArgs, TagArgs};
+use crate::cli::{PushArgs, SaveArgs, TagArgs};
 use crate::commands::find_image;
 use crate::context::Context;
-use crate::output::human_size;
+use crate::progress::{Mode, Progress, State};
 
 /// `ferry tag SRC DST`: binds the registry name DST to the image SRC names. SRC may be
 /// `ipfs://CID` (pulled from IPFS first when it is not here, from local blocks or peers).
@@ -45,39 +49,48 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
     let image = ctx.store.get_image(&name)?.with_context(|| {
         format!("push {name}: no local image of that name (name one with `ferry tag`)")
     })?;
+    let platforms = platform_choice(args.platform.as_deref(), args.all_platforms)?;
+    let source = match args.compression {
+        Some(compression) => {
+            let only = match &platforms {
+                PlatformChoice::All => None,
+                PlatformChoice::One(p) => Some(p.clone()),
+                PlatformChoice::Default if has_every_manifest(ctx, &image.target)? => None,
+                PlatformChoice::Default => Some(Platform::host()),
+            };
+            recompress(ctx, &image.target, compression, only).await?
+        }
+        None => image.target.clone(),
+    };
     let opts = PushOptions {
-        platforms: platform_choice(args.platform.as_deref(), args.all_platforms)?,
+        platforms,
         insecure_registries: args.insecure_registries.clone(),
         auth: crate::auth::credentials(&reference)?,
         ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
     };
     let quiet = args.quiet;
-    let progress = move |event: PushEvent| {
-        if quiet {
-            return;
-        }
-        match event {
-            PushEvent::BlobStarted { digest, size } => {
-                eprintln!("{}: pushing {}", digest.short(), human_size(size))
-            }
-            PushEvent::BlobProgress { .. } => {}
-            PushEvent::BlobDone {
-                digest, existed, ..
-            } => eprintln!(
-                "{}: {}",
-                digest.short(),
-                if existed {
-                    "layer already exists"
-                } else {
-                    "pushed"
-                }
-            ),
+    let display = Progress::new(Mode::detect(quiet));
+    let progress = |event: PushEvent| match event {
+        PushEvent::BlobStarted { digest, size } => display.state(&digest, size, State::Pushing),
+        PushEvent::BlobProgress { digest, sent } => display.bytes(&digest, sent),
+        PushEvent::BlobDone {
+            digest,
+            size,
+            existed,
+        } => {
+            let state = match existed {
+                true => State::LayerAlreadyExists,
+                false => State::Pushed,
+            };
+            display.state(&digest, size, state)
         }
     };
-    let pushed =
-        ferry_distribution::push(&ctx.store, &image.target, &reference, &opts, &progress).await?;
-    // The registry's digest is the image's from now on (it differs when IPFS urls were dropped).
-    if pushed.digest != image.target.digest {
+    let pushed = ferry_distribution::push(&ctx.store, &source, &reference, &opts, &progress).await;
+    display.finish();
+    let pushed = pushed?;
+    // The registry's digest is the image's from now on (it differs when IPFS urls were dropped),
+    // unless the layers were recompressed for this push only.
+    if pushed.digest != image.target.digest && args.compression.is_none() {
         ctx.store.put_image(&name, &pushed)?;
     }
     if quiet {
@@ -90,6 +103,112 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
         outln!("{tag}: digest: {} size: {}", pushed.digest, pushed.size);
     }
     Ok(())
+}
+
+/// `ferry save [-o FILE] IMAGE...`: writes the images (blobs as stored) into one archive, to
+/// FILE (written beside it first and renamed, so a failed save leaves no partial file) or to
+/// stdout.
+pub fn save(ctx: &Context, args: &SaveArgs) -> Result<()> {
+    let format = match args.format.as_str() {
+        "docker" => ArchiveFormat::Docker,
+        "oci" => ArchiveFormat::Oci,
+        other => bail!("unknown archive format {other:?}: use docker or oci"),
+    };
+    let opts = SaveOptions {
+        format,
+        platforms: platform_choice(args.platform.as_deref(), args.all_platforms)?,
+    };
+    let mut images = Vec::new();
+    for text in &args.images {
+        let image = find_image(&ctx.store, text)?;
+        // An image given by ID is saved under every name it has, as docker does.
+        let by_name = text
+            .parse::<Reference>()
+            .ok()
+            .is_some_and(|r| r.image_name() == image.name)
+            || text == &image.name;
+        let names: Vec<String> = match by_name {
+            true => vec![image.name.clone()],
+            false => ctx
+                .store
+                .list_images()?
+                .into_iter()
+                .filter(|i| i.target.digest == image.target.digest)
+                .map(|i| i.name)
+                .collect(),
+        };
+        for name in names {
+            let registry_name = matches!(name.parse::<Reference>(), Ok(Reference::Registry { .. }))
+                && !name.starts_with("sha256:");
+            images.push(SaveImage {
+                name: registry_name.then_some(name),
+                target: image.target.clone(),
+            });
+        }
+    }
+
+    match args
+        .output
+        .as_deref()
+        .filter(|p| *p != std::path::Path::new("-"))
+    {
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("save: create a file in {}", dir.display()))?;
+            let out = std::io::BufWriter::new(tmp);
+            let out = ferry_distribution::save_archive(&ctx.store, &images, &opts, out)?;
+            let tmp = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("save: write {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("save: write {}", path.display()))?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+            }
+            let out = std::io::BufWriter::new(stdout.lock());
+            let mut out = ferry_distribution::save_archive(&ctx.store, &images, &opts, out)?;
+            out.flush().context("save: write stdout")?;
+        }
+    }
+    Ok(())
+}
+
+/// Recompresses the layers of `target` (those of `platform`, or all) in a blocking task and
+/// returns the new top descriptor.
+pub async fn recompress(
+    ctx: &Context,
+    target: &Descriptor,
+    compression: Compression,
+    platform: Option<Platform>,
+) -> Result<Descriptor> {
+    let store = ctx.store.clone();
+    let target = target.clone();
+    let converted = tokio::task::spawn_blocking(move || {
+        ferry_distribution::recompress(&store, &target, compression, platform.as_ref())
+    })
+    .await??;
+    Ok(converted)
+}
+
+/// Whether every manifest of an index (or the one manifest) is in the store.
+fn has_every_manifest(ctx: &Context, target: &Descriptor) -> Result<bool> {
+    if !ferry_oci::media::is_index(&target.media_type) {
+        return Ok(true);
+    }
+    let index: ferry_oci::Index = serde_json::from_slice(&ctx.store.read_blob(&target.digest)?)
+        .with_context(|| format!("index {}", target.digest))?;
+    Ok(index
+        .manifests
+        .iter()
+        .all(|m| ctx.store.has_blob(&m.digest)))
 }
 
 /// `--platform` / `--all-platforms` as a choice of manifests.

@@ -26,6 +26,7 @@ mod lifecycle;
 mod login;
 mod network;
 mod output;
+mod progress;
 mod prune;
 mod registry;
 mod run;

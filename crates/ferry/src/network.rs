@@ -15,10 +15,22 @@ use libp2p::identity::Keypair;
 use crate::cli::NetArgs;
 use crate::context::Context;
 use crate::control::{self, Reply, Request};
-use crate::output::ProgressLines;
+use crate::progress::{Mode, Progress};
 
-/// Pulls the IPFS image `cid` into the store and returns its top descriptor.
+/// Pulls the IPFS image `cid` (the host's platform of it) into the store and returns its top
+/// descriptor.
 pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> Result<Descriptor> {
+    pull_ipfs_platform(ctx, cid, net, quiet, Some(&Platform::host())).await
+}
+
+/// [`pull_ipfs`] for `platform`'s manifest of an index, or every manifest with `None`.
+pub async fn pull_ipfs_platform(
+    ctx: &Context,
+    cid: Cid,
+    net: &NetArgs,
+    quiet: bool,
+    platform: Option<&Platform>,
+) -> Result<Descriptor> {
     let show = move |line: String| {
         if !quiet {
             eprintln!("{line}");
@@ -27,6 +39,8 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
     let request = Request::PullIpfs {
         cid: cid.to_string(),
         timeout_ms: timeout_ms(net),
+        platform: platform.map(Platform::to_string),
+        all_platforms: platform.is_none(),
     };
     if daemon_request(ctx, net, &request, &show).await?.is_some() {
         let image = ctx.store.get_image(&cid.to_string())?;
@@ -35,17 +49,17 @@ pub async fn pull_ipfs(ctx: &Context, cid: Cid, net: &NetArgs, quiet: bool) -> R
             .ok_or_else(|| anyhow!("the daemon pulled {cid} but it is not in the store"));
     }
     let (node, dialed) = start_node(ctx, net).await?;
-    let progress = ProgressLines::new(show);
-    let platform = Platform::host();
+    let progress = Progress::new(Mode::detect(quiet));
     let pull = pull_image(
         node.bitswap(),
         &ctx.store,
         cid,
-        &platform,
+        platform,
         block_timeout(net, dialed),
         &progress,
     );
     let result = node.routed(pull).await.map_err(anyhow::Error::from);
+    progress.finish();
     finish(node, dialed, result).await
 }
 

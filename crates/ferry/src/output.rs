@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ferry_convert::ipfs::PullProgress;
 use ferry_oci::Descriptor;
 
-/// Pull progress as plain lines handed to a sink (stderr for the CLI, the control socket for
-/// the daemon): one line when a blob starts, one when it is stored.
+use crate::progress::row_id;
+
+/// Pull progress as plain lines handed to a sink (the control socket, for the daemon's pulls):
+/// one line when a blob starts, one when it is stored, as [`crate::progress`] writes them.
 pub struct ProgressLines<F: Fn(String) + Send + Sync> {
     sink: F,
     bytes: AtomicU64,
@@ -24,8 +26,8 @@ impl<F: Fn(String) + Send + Sync> ProgressLines<F> {
 impl<F: Fn(String) + Send + Sync> PullProgress for ProgressLines<F> {
     fn blob_started(&self, desc: &Descriptor) {
         (self.sink)(format!(
-            "{}: fetching {}",
-            desc.digest.short(),
+            "{}: Downloading {}",
+            row_id(&desc.digest),
             human_size(desc.size)
         ));
     }
@@ -35,11 +37,11 @@ impl<F: Fn(String) + Send + Sync> PullProgress for ProgressLines<F> {
     }
 
     fn blob_done(&self, desc: &Descriptor) {
-        (self.sink)(format!("{}: done", desc.digest.short()));
+        (self.sink)(format!("{}: Pull complete", row_id(&desc.digest)));
     }
 
     fn blob_cached(&self, desc: &Descriptor) {
-        (self.sink)(format!("{}: already here", desc.digest.short()));
+        (self.sink)(format!("{}: Already exists", row_id(&desc.digest)));
     }
 }
 

@@ -87,6 +87,7 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
         Reference::Registry { .. } => {
             let opts = PullOptions {
                 platform: Platform::host(),
+                all_platforms: false,
                 insecure_registries: Vec::new(),
                 auth: crate::auth::credentials(&reference)?,
                 ca_certs: crate::auth::ca_certs_for(&reference, &[], &ctx.root)?,
