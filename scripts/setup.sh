@@ -10,7 +10,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # buildah pull through the registry endpoint in its tests; iproute2 makes the network namespaces
 # of the mDNS test; sqlite3 reads the CID index in the garbage collection test; openssl makes
 # the encryption tests' keys and python3-cryptography runs the ocicrypt checker of ../shared/peers.
-packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography"
+# containernetworking-plugins (bridge, host-local, portmap, firewall, loopback) and iptables
+# make ferry's default bridge network and its published ports.
+packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography containernetworking-plugins iptables"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

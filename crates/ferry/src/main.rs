@@ -13,6 +13,7 @@ macro_rules! outln {
 
 mod auth;
 mod cli;
+mod cni;
 mod commands;
 mod container;
 mod context;
