@@ -5,10 +5,11 @@
 //! `CNI_PATH` in the environment, the plugin's configuration on stdin, its result on stdout.
 //!
 //! The namespace is bind-mounted on `/run/ferry/netns/<id>` (as `ip netns add` does under
-//! `/run/netns`; a reboot clears it with the namespace); it lives from `run` to `rm`. The result
-//! of ADD is kept in the container's directory (`network.json`) and given back to the plugins
-//! as `prevResult` on DEL, which runs when the container is removed, also by the sweep after a
-//! killed `--rm` run.
+//! `/run/netns`; a reboot clears it with the namespace). As with docker, a container is on the
+//! network while it runs: ADD before it starts (`run`, `start`), DEL when it ends, also by the
+//! sweep after a killed run, and by `rm`. The container's directory keeps `network.json`: the
+//! published ports for the next start and, while attached, the address and the result of ADD,
+//! which DEL gets back as `prevResult`.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -111,15 +112,28 @@ pub fn parse_publish(text: &str) -> Result<PortMapping, String> {
     })
 }
 
-/// What ferry keeps of a container's attachment (`network.json` in its directory).
+/// What ferry keeps of a container's network (`network.json` in its directory).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Attachment {
-    /// The container's address on the bridge.
-    pub ip: Ipv4Addr,
+    /// The container's address on the bridge, while it is attached.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
     /// The published ports.
     pub ports: Vec<PortMapping>,
-    /// The result of the last plugin's ADD: the `prevResult` of DEL.
+    /// The result of the last plugin's ADD while attached (the `prevResult` of DEL); null
+    /// otherwise.
+    #[serde(default)]
     pub result: Value,
+}
+
+impl Attachment {
+    fn save(&self, bundle: &Path) -> Result<()> {
+        let path = bundle.join("network.json");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
+    }
 }
 
 impl Attachment {
@@ -166,9 +180,9 @@ fn loopback() -> Value {
     json!({ "cniVersion": CNI_VERSION, "name": "ferry-loopback", "type": "loopback" })
 }
 
-/// Creates the container's network namespace in `bundle` and attaches it to the bridge with
-/// `ports` published; returns the attachment (also written to `network.json`). Whatever was
-/// set up is undone when a step fails.
+/// Creates the network namespace of the container whose directory is `bundle` and attaches it
+/// to the bridge with `ports` published; returns the attachment (also written to
+/// `network.json`). Whatever was set up is undone when a step fails.
 pub fn setup(bundle: &Path, id: &str, ports: &[PortMapping]) -> Result<Attachment> {
     let netns = netns_path(id);
     create_netns(&netns)?;
@@ -191,35 +205,42 @@ fn attach(bundle: &Path, id: &str, netns: &Path, ports: &[PortMapping]) -> Resul
         prev = Some(result);
     }
     let result = prev.unwrap_or(Value::Null);
-    let ip = result["ips"][0]["address"]
+    let attachment = Attachment {
+        ip: None,
+        ports: ports.to_vec(),
+        result,
+    };
+    // Saved first: a DEL after a failure below gets the result.
+    attachment.save(bundle)?;
+    let ip = attachment.result["ips"][0]["address"]
         .as_str()
         .and_then(|a| a.split('/').next())
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| anyhow!("the cni bridge plugin gave the container no IPv4 address"))?;
     let attachment = Attachment {
-        ip,
-        ports: ports.to_vec(),
-        result,
+        ip: Some(ip),
+        ..attachment
     };
-    let path = bundle.join("network.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&attachment)?)
-        .with_context(|| format!("write {}", path.display()))?;
+    attachment.save(bundle)?;
     Ok(attachment)
 }
 
 /// Detaches the container of `bundle` from the bridge (DEL through every plugin, last first:
 /// the ports and the firewall rules go, host-local frees the address) and removes its network
-/// namespace. Does nothing for a container without one. Every step is tried; the first
-/// failure is returned.
+/// namespace; `network.json` keeps the ports. Does nothing for a container that is not
+/// attached. Every step is tried; the first failure is returned.
 pub fn teardown(bundle: &Path, id: &str) -> Result<()> {
     let netns = netns_path(id);
-    let state = bundle.join("network.json");
-    if !netns.exists() && !state.exists() {
+    let attachment = Attachment::load(bundle);
+    let attached = attachment.as_ref().is_some_and(|a| !a.result.is_null());
+    if !netns.exists() && !attached {
         return Ok(());
     }
-    let attachment = Attachment::load(bundle);
     let ports = attachment.as_ref().map_or(&[][..], |a| &a.ports[..]);
-    let prev = attachment.as_ref().map(|a| a.result.clone());
+    let prev = attachment
+        .as_ref()
+        .map(|a| a.result.clone())
+        .filter(|r| !r.is_null());
     let list = conflist();
     let mut first_error = None;
     // A namespace that is already gone is given as empty, as the spec allows for DEL.
@@ -237,7 +258,16 @@ pub fn teardown(bundle: &Path, id: &str) -> Result<()> {
     if let Err(e) = invoke("DEL", &loopback(), id, &netns_arg, "lo") {
         first_error.get_or_insert(e);
     }
-    let _ = std::fs::remove_file(&state);
+    if let Some(attachment) = attachment {
+        let detached = Attachment {
+            ip: None,
+            result: Value::Null,
+            ..attachment
+        };
+        if let Err(e) = detached.save(bundle) {
+            first_error.get_or_insert(e);
+        }
+    }
     if netns.exists() {
         let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
         if let Err(e) = std::fs::remove_file(&netns) {

@@ -86,12 +86,12 @@ impl ContainerDir {
     }
 }
 
-/// Unmounts a container's rootfs; with `remove`, also removes its network, snapshot and
-/// directory.
+/// Takes a container that no longer runs off its network and unmounts its rootfs; with
+/// `remove`, also removes its snapshot and directory.
 pub fn release_dir(id: &str, bundle: &Path, remove: bool, snapshotter: &Snapshotter) {
     let rootfs = bundle.join("rootfs");
+    release_network(id, bundle);
     if remove {
-        release_network(id, bundle);
         if let Err(e) = snapshotter.remove_active(id, &rootfs) {
             tracing::warn!(container = %id, error = %e, "removing the container's snapshot failed");
         }

@@ -225,7 +225,7 @@ fn prepare(
                 let attached = crate::cni::setup(&container.bundle, id, &args.publish)
                     .context("attach the container to the bridge network")?;
                 let netns = crate::cni::netns_path(id);
-                (Network::Join(netns), Some(attached.ip))
+                (Network::Join(netns), attached.ip)
             }
         };
         snapshotter.mount_active(&container.id, &lowers, &container.rootfs)?;

@@ -197,6 +197,15 @@ pub fn etc_files(
     Ok(binds)
 }
 
+/// Writes the `hosts` of a container on the bridge that starts again with address `ip`.
+pub fn set_own_address(dir: &Path, ip: Ipv4Addr) -> Result<()> {
+    let hostname = std::fs::read_to_string(dir.join("hostname"))
+        .with_context(|| format!("read {}", dir.join("hostname").display()))?;
+    let hosts = format!("{HOSTS_DEFAULT}{ip}\t{}\n", hostname.trim());
+    let path = dir.join("hosts");
+    std::fs::write(&path, hosts).with_context(|| format!("write {}", path.display()))
+}
+
 /// resolv.conf without nameservers on 127.0.0.0/8 or ::1; the fallbacks when none is left.
 fn without_loopback(resolv: &str) -> String {
     let mut out = String::new();

@@ -41,6 +41,18 @@ fn get(url: &str) -> (i32, String) {
     (code, stdout)
 }
 
+/// The body at `url` once the server answers (within 5 s).
+fn serve(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match get(url) {
+            (0, body) => return body,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            (code, _) => panic!("curl {url} failed with {code}"),
+        }
+    }
+}
+
 #[test]
 fn a_container_on_the_bridge_reaches_the_host_and_knows_its_address() {
     if skip_unless_root("a_container_on_the_bridge_reaches_the_host_and_knows_its_address") {
@@ -97,15 +109,26 @@ fn a_published_port_serves_the_container_until_it_is_removed() {
     .trim()
     .to_string();
     let url = format!("http://127.0.0.1:{port}/index.html");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let body = loop {
-        match get(&url) {
-            (0, body) => break body,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            (code, _) => panic!("curl {url} failed with {code}"),
-        }
-    };
-    assert_eq!(body, "served by busybox httpd\n");
+    assert_eq!(serve(&url), "served by busybox httpd\n");
+
+    // a stopped container is off the network; started again, it is back with its ports
+    let first_ip = inspect(root.path(), "web")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(ferry(root.path()).args(["stop", "-t", "1", "web"]));
+    assert!(
+        !Path::new(LEASES).join(&first_ip).exists(),
+        "stop kept {first_ip}"
+    );
+    assert!(!Path::new("/run/ferry/netns").join(&id).exists());
+    assert_eq!(
+        inspect(root.path(), "web")["NetworkSettings"]["IPAddress"],
+        ""
+    );
+    assert_ne!(get(&url).0, 0, "a stopped container still answers");
+    ok(ferry(root.path()).args(["start", "web"]));
+    assert_eq!(serve(&url), "served by busybox httpd\n");
 
     let info = inspect(root.path(), "web");
     let settings = &info["NetworkSettings"];
