@@ -73,6 +73,8 @@ pub enum Command {
     Inspect(crate::lifecycle::InspectArgs),
     /// Run a command in a running container.
     Exec(crate::lifecycle::ExecArgs),
+    /// Make an image of a container's changes: a new layer on top of its image.
+    Commit(crate::commit::CommitArgs),
     /// Supervise a detached container (started by `run -d` and `start`).
     #[command(hide = true)]
     ContainerShim(crate::shim::ShimArgs),

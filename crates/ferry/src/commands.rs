@@ -54,6 +54,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Wait(args) => crate::lifecycle::wait(&ctx.root, &args).map(|_| 0),
         Command::Inspect(args) => crate::lifecycle::inspect(&ctx.root, &args).map(|_| 0),
         Command::Exec(args) => crate::lifecycle::exec(&ctx.root, &args),
+        Command::Commit(args) => crate::commit::commit(&ctx, &args).map(|_| 0),
         Command::ContainerShim(args) => crate::shim::shim(&ctx.root, &args),
         Command::Daemon(args) => runtime
             .block_on(crate::daemon::daemon(&ctx, args))

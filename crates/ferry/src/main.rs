@@ -15,6 +15,7 @@ mod auth;
 mod cli;
 mod cni;
 mod commands;
+mod commit;
 mod container;
 mod context;
 mod control;
