@@ -152,6 +152,41 @@ pub fn netns_path(id: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(id)
 }
 
+/// Refuses ports that a running container of this root publishes already or that a host
+/// program listens on (portmap's rules would hide it), with docker's message.
+// TODO: two runs starting at the same moment can still both take a port; a lock around check
+// and ADD, and containers of other roots, would close that.
+pub fn check_ports_free(root: &Path, ports: &[PortMapping]) -> Result<()> {
+    let taken: Vec<PortMapping> = std::fs::read_dir(root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Attachment::load(&e.path()))
+        .filter(|a| a.ip.is_some())
+        .flat_map(|a| a.ports)
+        .collect();
+    for (i, p) in ports.iter().enumerate() {
+        let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let overlaps = |q: &PortMapping| {
+            q.host_port == p.host_port
+                && q.protocol == p.protocol
+                && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
+        };
+        let in_use = taken.iter().chain(&ports[..i]).any(overlaps)
+            || match p.protocol {
+                Protocol::Tcp => std::net::TcpListener::bind((ip, p.host_port)).is_err(),
+                Protocol::Udp => std::net::UdpSocket::bind((ip, p.host_port)).is_err(),
+            };
+        if in_use {
+            bail!(
+                "Bind for {ip}:{} failed: port is already allocated",
+                p.host_port
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The network's plugin chain (as nerdctl's default network, with ferry's names).
 fn conflist() -> Value {
     json!({

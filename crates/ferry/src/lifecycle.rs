@@ -456,7 +456,7 @@ fn start_one(root: &Path, mut record: Record) -> Result<()> {
             .map_err(|e| anyhow!(e))?;
     }
     record.detached = true;
-    let started = reattach(&dir.bundle, &record.id)
+    let started = reattach(root, &dir.bundle, &record.id)
         .and_then(|_| record.save(root))
         .and_then(|_| crate::shim::spawn(root, &dir));
     if started.is_err() {
@@ -467,12 +467,13 @@ fn start_one(root: &Path, mut record: Record) -> Result<()> {
 
 /// Puts a container that was on the bridge network back on it, with the same published ports
 /// and its new address in its `/etc/hosts`.
-fn reattach(bundle: &Path, id: &str) -> Result<()> {
+fn reattach(root: &Path, bundle: &Path, id: &str) -> Result<()> {
     let Some(previous) = crate::cni::Attachment::load(bundle) else {
         return Ok(());
     };
     // A run killed before its cleanup may have left it attached.
     crate::cni::teardown(bundle, id)?;
+    crate::cni::check_ports_free(root, &previous.ports)?;
     let attached = crate::cni::setup(bundle, id, &previous.ports)
         .context("attach the container to the bridge network")?;
     if let Some(ip) = attached.ip {

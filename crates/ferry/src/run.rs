@@ -222,6 +222,7 @@ fn prepare(
             NetMode::Host => (Network::Host, None),
             NetMode::None => (Network::None, None),
             NetMode::Bridge => {
+                crate::cni::check_ports_free(root, &args.publish)?;
                 let attached = crate::cni::setup(&container.bundle, id, &args.publish)
                     .context("attach the container to the bridge network")?;
                 let netns = crate::cni::netns_path(id);

@@ -144,6 +144,30 @@ fn a_published_port_serves_the_container_until_it_is_removed() {
     );
     let netns = Path::new("/run/ferry/netns").join(&id);
     assert_eq!(settings["SandboxKey"], netns.display().to_string());
+    // the port is taken while the container runs, and so is one a host program listens on
+    let (code, _, stderr) =
+        output(ferry(root.path()).args(["run", "--rm", "-p", &publish, "busybox", "true"]));
+    assert_eq!(code, 125);
+    assert_eq!(
+        stderr,
+        format!("ferry: run: Bind for 127.0.0.1:{port} failed: port is already allocated\n")
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = listener.local_addr().unwrap().port();
+    let (code, _, stderr) = output(ferry(root.path()).args([
+        "run",
+        "--rm",
+        "-p",
+        &format!("{busy}:80"),
+        "busybox",
+        "true",
+    ]));
+    assert_eq!(code, 125);
+    assert_eq!(
+        stderr,
+        format!("ferry: run: Bind for 0.0.0.0:{busy} failed: port is already allocated\n")
+    );
+    drop(listener);
     let ps = ok(ferry(root.path()).args(["ps"]));
     assert!(ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
 
