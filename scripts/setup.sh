@@ -11,8 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # of the mDNS test; sqlite3 reads the CID index in the garbage collection test; openssl makes
 # the encryption tests' keys and python3-cryptography runs the ocicrypt checker of ../shared/peers;
 # apache2-utils: htpasswd, for the basic-auth registry of tests/registry_auth.rs;
-# zstd compresses and checks the compression tests' zstd layers.
-packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography apache2-utils zstd"
+# zstd compresses and checks the compression tests' zstd layers;
+# containernetworking-plugins (bridge, host-local, portmap, firewall, loopback) and iptables
+# make ferry's default bridge network and its published ports.
+packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography apache2-utils zstd containernetworking-plugins iptables"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

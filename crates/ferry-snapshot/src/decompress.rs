@@ -34,6 +34,40 @@ pub fn decompress(mut blob: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>
     Ok(Box::new(whole))
 }
 
+/// A stream that fails once more than `max` bytes come out of `stream`: a layer that expands
+/// past what the caller accepts (a decompression bomb) is refused before it fills the disk.
+/// The error reads "layer expands past MAX bytes".
+pub fn limit(stream: Box<dyn Read + Send>, max: u64) -> Box<dyn Read + Send> {
+    Box::new(Limit {
+        inner: stream,
+        read: 0,
+        max,
+    })
+}
+
+struct Limit {
+    inner: Box<dyn Read + Send>,
+    read: u64,
+    max: u64,
+}
+
+impl Read for Limit {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte past the limit is enough to tell a stream that ends at it from a longer one.
+        let room = (self.max - self.read.min(self.max)).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(io::Error::other(format!(
+                "layer expands past {} bytes",
+                self.max
+            )));
+        }
+        Ok(n)
+    }
+}
+
 /// Read up to `len` bytes, fewer only at the end of the stream.
 fn read_head(blob: &mut dyn Read, len: usize) -> io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(len);
@@ -51,6 +85,17 @@ mod tests {
         let mut reader = decompress(Box::new(Cursor::new(blob))).unwrap();
         reader.read_to_end(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn limit_passes_a_stream_of_exactly_the_limit_and_refuses_one_byte_more() {
+        let mut out = Vec::new();
+        let n = limit(Box::new(Cursor::new(vec![7u8; 100])), 100).read_to_end(&mut out);
+        assert_eq!(n.unwrap(), 100);
+        let err = limit(Box::new(Cursor::new(vec![7u8; 101])), 100)
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "layer expands past 100 bytes");
     }
 
     #[test]

@@ -31,6 +31,6 @@ mod resolve;
 mod snapshotter;
 
 pub use apply::{apply_layer, ApplyStats};
-pub use decompress::decompress;
+pub use decompress::{decompress, limit};
 pub use error::{EntryError, Error};
 pub use snapshotter::{Snapshot, Snapshotter};

@@ -79,6 +79,8 @@ pub enum Command {
     Login(crate::login::LoginArgs),
     /// Log out from a registry: forget its stored credentials.
     Logout(crate::login::LogoutArgs),
+    /// Make an image of a container's changes: a new layer on top of its image.
+    Commit(crate::commit::CommitArgs),
     /// Supervise a detached container (started by `run -d` and `start`).
     #[command(hide = true)]
     ContainerShim(crate::shim::ShimArgs),
@@ -294,8 +296,7 @@ pub struct ImagePruneArgs {
 #[derive(Args)]
 #[command(
     trailing_var_arg = true,
-    after_help = "Not yet: -t with -d, and a bridge network (containers share the host's \
-                  network unless --net none). Without --rm the stopped container stays (`ferry ps -a`) \
+    after_help = "Not yet: -t with -d. Without --rm the stopped container stays (`ferry ps -a`) \
                   until `ferry rm`."
 )]
 pub struct RunArgs {
@@ -345,10 +346,16 @@ pub struct RunArgs {
     /// When to pull the image: always, missing (when not here) or never.
     #[arg(long, value_enum, default_value = "missing", value_name = "WHEN")]
     pub pull: PullPolicy,
-    /// The network: host (the host's) or none (only loopback).
-    #[arg(long = "net", alias = "network", default_value = "host", value_name = "NETWORK",
+    /// The network: bridge (its own namespace on the bridge ferry0, 10.4.0.0/24, with
+    /// outbound access), host (the host's) or none (only loopback).
+    #[arg(long = "net", alias = "network", default_value = "bridge", value_name = "NETWORK",
           value_parser = crate::runopts::parse_network)]
-    pub network: ferry_runtime::Network,
+    pub network: crate::runopts::NetMode,
+    /// Publish a container port on the host: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp];
+    /// repeatable (bridge network only).
+    #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]",
+          value_parser = crate::cni::parse_publish)]
+    pub publish: Vec<crate::cni::PortMapping>,
     /// Set an environment variable (KEY=VALUE, or KEY to pass ferry's own value); repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,

@@ -61,6 +61,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             .block_on(crate::login::login(&ctx, &args))
             .map(|_| 0),
         Command::Logout(args) => crate::login::logout(&args).map(|_| 0),
+        Command::Commit(args) => crate::commit::commit(&ctx, &args).map(|_| 0),
         Command::ContainerShim(args) => crate::shim::shim(&ctx.root, &args),
         Command::Daemon(args) => runtime
             .block_on(crate::daemon::daemon(&ctx, args))

@@ -86,9 +86,11 @@ impl ContainerDir {
     }
 }
 
-/// Unmounts a container's rootfs; with `remove`, also removes its snapshot and directory.
+/// Takes a container that no longer runs off its network and unmounts its rootfs; with
+/// `remove`, also removes its snapshot and directory.
 pub fn release_dir(id: &str, bundle: &Path, remove: bool, snapshotter: &Snapshotter) {
     let rootfs = bundle.join("rootfs");
+    release_network(id, bundle);
     if remove {
         if let Err(e) = snapshotter.remove_active(id, &rootfs) {
             tracing::warn!(container = %id, error = %e, "removing the container's snapshot failed");
@@ -99,6 +101,13 @@ pub fn release_dir(id: &str, bundle: &Path, remove: bool, snapshotter: &Snapshot
     } else {
         // The container's changes stay in its active snapshot for a later commit or start.
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Detaches the container from the bridge network and removes its network namespace.
+fn release_network(id: &str, bundle: &Path) {
+    if let Err(e) = crate::cni::teardown(bundle, id) {
+        tracing::warn!(container = %id, error = %format!("{e:#}"), "removing the container's network failed");
     }
 }
 
@@ -401,6 +410,7 @@ pub fn remove(root: &Path, record: &Record) -> Result<()> {
         .remove_active(&record.id, &dir.rootfs)
         .map_err(|e| anyhow!(e))
         .with_context(|| format!("remove the snapshot of container {}", record.id))?;
+    release_network(&record.id, &dir.bundle);
     release_name(root, &record.name, &record.id);
     std::fs::remove_dir_all(&dir.bundle).with_context(|| format!("remove {}", dir.bundle.display()))
 }

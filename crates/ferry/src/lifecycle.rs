@@ -172,12 +172,22 @@ pub fn ps(root: &Path, args: &PsArgs) -> Result<()> {
             format!("\"{command}\""),
             created,
             status_line(r, now),
-            String::new(),
+            ports_of(root, r),
             r.name.clone(),
         ]);
     }
     print_table(&rows);
     Ok(())
+}
+
+/// `docker ps`'s PORTS: the published ports of a container on the bridge.
+fn ports_of(root: &Path, r: &Record) -> String {
+    let bundle = root.join("containers").join(&r.id);
+    let attached = crate::cni::Attachment::load(&bundle).filter(|a| a.ip.is_some());
+    attached.map_or_else(String::new, |a| {
+        let ports: Vec<String> = a.ports.iter().map(ToString::to_string).collect();
+        ports.join(", ")
+    })
 }
 
 /// `docker ps`'s STATUS: `Up 5 seconds`, `Exited (0) 3 minutes ago`, `Created`.
@@ -446,12 +456,30 @@ fn start_one(root: &Path, mut record: Record) -> Result<()> {
             .map_err(|e| anyhow!(e))?;
     }
     record.detached = true;
-    record.save(root)?;
-    let started = crate::shim::spawn(root, &dir);
+    let started = reattach(root, &dir.bundle, &record.id)
+        .and_then(|_| record.save(root))
+        .and_then(|_| crate::shim::spawn(root, &dir));
     if started.is_err() {
         container::release_dir(&record.id, &dir.bundle, false, &snapshotter);
     }
     started
+}
+
+/// Puts a container that was on the bridge network back on it, with the same published ports
+/// and its new address in its `/etc/hosts`.
+fn reattach(root: &Path, bundle: &Path, id: &str) -> Result<()> {
+    let Some(previous) = crate::cni::Attachment::load(bundle) else {
+        return Ok(());
+    };
+    // A run killed before its cleanup may have left it attached.
+    crate::cni::teardown(bundle, id)?;
+    crate::cni::check_ports_free(root, &previous.ports)?;
+    let attached = crate::cni::setup(bundle, id, &previous.ports)
+        .context("attach the container to the bridge network")?;
+    if let Some(ip) = attached.ip {
+        crate::runopts::set_own_address(bundle, ip)?;
+    }
+    Ok(())
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -507,6 +535,23 @@ pub fn inspect(root: &Path, args: &InspectArgs) -> Result<()> {
     for name in &args.containers {
         let r = container::find(root, name)?;
         let dir: PathBuf = root.join("containers").join(&r.id);
+        let network = crate::cni::Attachment::load(&dir).filter(|a| a.ip.is_some());
+        let ports: serde_json::Map<String, serde_json::Value> = network
+            .iter()
+            .flat_map(|a| &a.ports)
+            .map(|p| {
+                let text = p.to_string();
+                let key = text
+                    .split_once("->")
+                    .map_or(text.as_str(), |(_, c)| c)
+                    .to_string();
+                let host_ip = p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
+                (
+                    key,
+                    json!([{ "HostIp": host_ip, "HostPort": p.host_port.to_string() }]),
+                )
+            })
+            .collect();
         out.push(json!({
             "Id": r.id,
             "Created": r.created,
@@ -534,6 +579,16 @@ pub fn inspect(root: &Path, args: &InspectArgs) -> Result<()> {
                 },
             },
             "Config": { "Image": r.image, "Cmd": r.command },
+            "NetworkSettings": {
+                "IPAddress": network.as_ref().and_then(|a| a.ip).map(|ip| ip.to_string()).unwrap_or_default(),
+                "Gateway": if network.is_some() { crate::cni::GATEWAY.to_string() } else { String::new() },
+                "Ports": ports,
+                "SandboxKey": if network.is_some() {
+                    crate::cni::netns_path(&r.id).display().to_string()
+                } else {
+                    String::new()
+                },
+            },
         }));
     }
     outln!("{}", serde_json::to_string_pretty(&out)?);

@@ -13,7 +13,9 @@ macro_rules! outln {
 
 mod auth;
 mod cli;
+mod cni;
 mod commands;
+mod commit;
 mod container;
 mod context;
 mod control;

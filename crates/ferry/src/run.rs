@@ -10,13 +10,14 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use ferry_content::{ImageRecord, Store};
 use ferry_distribution::PullOptions;
 use ferry_oci::{ImageConfig, Platform, Reference};
-use ferry_runtime::{ContainerSpec, ProcessRequest, Resources, RunStdio, Runc};
+use ferry_runtime::{ContainerSpec, Network, ProcessRequest, Resources, RunStdio, Runc};
 use ferry_snapshot::{Snapshot, Snapshotter};
 
 use crate::cli::{PullPolicy, RunArgs};
 use crate::commands::{find_image, pull_registry, resolve_manifest};
 use crate::container::{self, sweep, ContainerDir, Lower, Record, Status};
 use crate::context::Context;
+use crate::runopts::NetMode;
 
 /// Marks a failed run with docker's exit code for it (125: ferry failed before the command
 /// ran; 126: not executable; 127: not found). Shown as "run" in the error line.
@@ -216,6 +217,20 @@ fn prepare(
 
     let container = ContainerDir::create(root, id, args.rm)?;
     let bundle = (|| -> Result<Record> {
+        let (network, ip) = match args.network {
+            NetMode::Host | NetMode::None if !args.publish.is_empty() => {
+                bail!("-p needs the bridge network (--net bridge)")
+            }
+            NetMode::Host => (Network::Host, None),
+            NetMode::None => (Network::None, None),
+            NetMode::Bridge => {
+                crate::cni::check_ports_free(root, &args.publish)?;
+                let attached = crate::cni::setup(&container.bundle, id, &args.publish)
+                    .context("attach the container to the bridge network")?;
+                let netns = crate::cni::netns_path(id);
+                (Network::Join(netns), attached.ip)
+            }
+        };
         snapshotter.mount_active(&container.id, &lowers, &container.rootfs)?;
         let hostname = args
             .hostname
@@ -242,7 +257,8 @@ fn prepare(
         binds.extend(crate::runopts::etc_files(
             &container.bundle,
             &hostname,
-            &args.network,
+            &network,
+            ip,
         )?);
         let record = Record {
             id: id.to_string(),
@@ -279,7 +295,7 @@ fn prepare(
                 cpus: args.cpus,
                 pids: args.pids_limit,
             },
-            network: args.network.clone(),
+            network,
         };
         ferry_runtime::write_bundle(&container.bundle, &container.rootfs, &spec)?;
         record.save(root)?;
@@ -289,6 +305,9 @@ fn prepare(
         Ok(record) => Ok((container, record)),
         Err(e) => {
             // Nothing of a container that could not be set up is kept.
+            if let Err(e) = crate::cni::teardown(&container.bundle, id) {
+                tracing::warn!(container = %id, error = %format!("{e:#}"), "network cleanup failed");
+            }
             let _ = snapshotter.remove_active(&container.id, &container.rootfs);
             let _ = std::fs::remove_dir_all(&container.bundle);
             Err(e)

@@ -1,6 +1,7 @@
 //! The `ferry run` flags that become runtime settings: volumes, limits, environment files, and
 //! the container's own `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
@@ -106,12 +107,26 @@ pub fn parse_cpus(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `--net`: host, none.
-pub fn parse_network(text: &str) -> Result<Network, String> {
+/// The network a container gets (`--net`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetMode {
+    /// Its own namespace on the default bridge (`ferry0`, see [`crate::cni`]).
+    Bridge,
+    /// The host's.
+    Host,
+    /// Its own namespace with only loopback.
+    None,
+}
+
+/// `--net`: bridge, host, none.
+pub fn parse_network(text: &str) -> Result<NetMode, String> {
     match text {
-        "host" => Ok(Network::Host),
-        "none" => Ok(Network::None),
-        other => Err(format!("unknown network {other:?}: use host or none")),
+        "bridge" | "ferry" => Ok(NetMode::Bridge),
+        "host" => Ok(NetMode::Host),
+        "none" => Ok(NetMode::None),
+        other => Err(format!(
+            "unknown network {other:?}: use bridge, host or none"
+        )),
     }
 }
 
@@ -142,15 +157,27 @@ pub fn read_env_file(path: &Path) -> Result<Vec<String>> {
 /// Writes the container's `hosts`, `resolv.conf` and `hostname` into its directory and
 /// returns the binds that put them at `/etc`. With the host's network they are copies of
 /// the host's files; otherwise `hosts` has docker's local entries and `resolv.conf` the host's
-/// resolvers, minus those on loopback, which the container cannot reach.
-pub fn etc_files(dir: &Path, hostname: &str, network: &Network) -> Result<Vec<Bind>> {
+/// resolvers, minus those on loopback, which the container cannot reach; a container on the
+/// bridge finds its own address under its hostname.
+pub fn etc_files(
+    dir: &Path,
+    hostname: &str,
+    network: &Network,
+    ip: Option<Ipv4Addr>,
+) -> Result<Vec<Bind>> {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let (hosts, resolv) = match network {
         Network::Host => (
             std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS_DEFAULT.into()),
             host_resolv,
         ),
-        _ => (HOSTS_DEFAULT.to_string(), without_loopback(&host_resolv)),
+        _ => {
+            let mut hosts = HOSTS_DEFAULT.to_string();
+            if let Some(ip) = ip {
+                hosts.push_str(&format!("{ip}\t{hostname}\n"));
+            }
+            (hosts, without_loopback(&host_resolv))
+        }
     };
     let files = [
         ("hosts", hosts, "/etc/hosts"),
@@ -168,6 +195,15 @@ pub fn etc_files(dir: &Path, hostname: &str, network: &Network) -> Result<Vec<Bi
         });
     }
     Ok(binds)
+}
+
+/// Writes the `hosts` of a container on the bridge that starts again with address `ip`.
+pub fn set_own_address(dir: &Path, ip: Ipv4Addr) -> Result<()> {
+    let hostname = std::fs::read_to_string(dir.join("hostname"))
+        .with_context(|| format!("read {}", dir.join("hostname").display()))?;
+    let hosts = format!("{HOSTS_DEFAULT}{ip}\t{}\n", hostname.trim());
+    let path = dir.join("hosts");
+    std::fs::write(&path, hosts).with_context(|| format!("write {}", path.display()))
 }
 
 /// resolv.conf without nameservers on 127.0.0.0/8 or ::1; the fallbacks when none is left.
@@ -234,10 +270,11 @@ mod tests {
         assert!(parse_bytes("0").is_err());
         assert_eq!(parse_cpus("1.5"), Ok(1.5));
         assert!(parse_cpus("0").is_err());
-        assert_eq!(parse_network("none"), Ok(Network::None));
+        assert_eq!(parse_network("none"), Ok(NetMode::None));
+        assert_eq!(parse_network("bridge"), Ok(NetMode::Bridge));
         assert_eq!(
             parse_network("overlay"),
-            Err("unknown network \"overlay\": use host or none".to_string())
+            Err("unknown network \"overlay\": use bridge, host or none".to_string())
         );
     }
 
@@ -253,6 +290,16 @@ mod tests {
             err.ends_with("line 2: invalid variable name \"BAD NAME\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_bridge_container_finds_its_own_address_in_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = Some(Ipv4Addr::new(10, 4, 0, 7));
+        let binds = etc_files(dir.path(), "web", &Network::Join("/x".into()), ip).unwrap();
+        assert_eq!(binds[0].destination, "/etc/hosts");
+        let hosts = std::fs::read_to_string(dir.path().join("hosts")).unwrap();
+        assert_eq!(hosts, format!("{HOSTS_DEFAULT}10.4.0.7\tweb\n"));
     }
 
     #[test]
