@@ -62,6 +62,9 @@ pub struct PushOptions {
     pub auth: crate::Auth,
     /// CA certificates (PEM) to trust for this registry besides the system's roots.
     pub ca_certs: Vec<Vec<u8>>,
+    /// Repositories of the same registry that hold a blob (by digest), to mount it from
+    /// instead of uploading it (a cross-repository blob mount).
+    pub mount_from: std::collections::HashMap<Digest, String>,
 }
 
 /// What a push reports as it goes, for a progress line per blob.
@@ -89,6 +92,13 @@ pub enum PushEvent {
         size: u64,
         /// Whether the registry had it already (nothing was uploaded).
         existed: bool,
+    },
+    /// The registry mounted a blob from another of its repositories (nothing was uploaded).
+    BlobMounted {
+        /// The blob.
+        digest: Digest,
+        /// Its size in bytes.
+        size: u64,
     },
 }
 
@@ -136,6 +146,7 @@ async fn push_image(
         image,
         store,
         progress,
+        mount_from: &opts.mount_from,
     };
 
     let alone = plan.index.is_none();
@@ -345,6 +356,8 @@ struct Pusher<'a> {
     image: oci_client::Reference,
     store: &'a Store,
     progress: &'a (dyn Fn(PushEvent) + Send + Sync),
+    /// Where the registry may mount blobs from (see [`PushOptions::mount_from`]).
+    mount_from: &'a std::collections::HashMap<Digest, String>,
 }
 
 impl Pusher<'_> {
@@ -367,6 +380,13 @@ impl Pusher<'_> {
             .blob_exists(&self.image, &digest.to_string())
             .await
             .map_err(|e| registry_fail(e).context(&what))?;
+        if !existed && self.mount(d).await {
+            (self.progress)(PushEvent::BlobMounted {
+                digest: digest.clone(),
+                size,
+            });
+            return Ok(());
+        }
         if !existed {
             (self.progress)(PushEvent::BlobStarted {
                 digest: digest.clone(),
@@ -387,6 +407,31 @@ impl Pusher<'_> {
             existed,
         });
         Ok(())
+    }
+
+    /// Asks the registry to mount the blob from another of its repositories that holds it;
+    /// false when there is none or the registry declines (the blob is then uploaded).
+    async fn mount(&self, d: &Descriptor) -> bool {
+        let Some(from) = self.mount_from.get(&d.digest) else {
+            return false;
+        };
+        let source = oci_client::Reference::with_tag(
+            self.image.registry().to_string(),
+            from.clone(),
+            "latest".to_string(),
+        );
+        let digest = d.digest.to_string();
+        match self
+            .monolithic
+            .mount_blob(&self.image, &source, &digest)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%digest, %from, error = %e, "blob mount declined; uploading");
+                false
+            }
+        }
     }
 
     /// Streams the blob file to the registry through `client`, reporting bytes sent a few

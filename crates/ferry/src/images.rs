@@ -1,12 +1,13 @@
 //! Image commands that name, move and remove images: `tag`, `push` to a registry, `save`.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context as _, Result};
 use ferry_distribution::{
     ArchiveFormat, Compression, PlatformChoice, PushEvent, PushOptions, SaveImage, SaveOptions,
 };
-use ferry_oci::{Descriptor, Platform, Reference};
+use ferry_oci::{Descriptor, Digest, Platform, Reference};
 
 use crate::cli::{PushArgs, SaveArgs, TagArgs};
 use crate::commands::find_image;
@@ -67,6 +68,7 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
         insecure_registries: args.insecure_registries.clone(),
         auth: crate::auth::credentials(&reference)?,
         ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
+        mount_from: mount_sources(ctx, &reference)?,
     };
     let quiet = args.quiet;
     let display = Progress::new(Mode::detect(quiet));
@@ -84,6 +86,7 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
             };
             display.state(&digest, size, state)
         }
+        PushEvent::BlobMounted { digest, size } => display.state(&digest, size, State::Mounted),
     };
     let pushed = ferry_distribution::push(&ctx.store, &source, &reference, &opts, &progress).await;
     display.finish();
@@ -199,6 +202,48 @@ pub async fn recompress(
 }
 
 /// Whether every manifest of an index (or the one manifest) is in the store.
+/// The blobs of local images from other repositories of `reference`'s registry, by digest,
+/// with the repository each can be mounted from (docker mounts what it pulled from the same
+/// registry rather than uploading it again).
+fn mount_sources(ctx: &Context, reference: &Reference) -> Result<HashMap<Digest, String>> {
+    let Reference::Registry {
+        domain, repository, ..
+    } = reference
+    else {
+        return Ok(HashMap::new());
+    };
+    let mut sources = HashMap::new();
+    for image in ctx.store.list_images()? {
+        let Ok(Reference::Registry {
+            domain: d,
+            repository: r,
+            ..
+        }) = image.name.parse::<Reference>()
+        else {
+            continue;
+        };
+        if d != *domain || r == *repository {
+            continue;
+        }
+        let mut manifests = vec![image.target.clone()];
+        while let Some(desc) = manifests.pop() {
+            let Ok(bytes) = ctx.store.read_blob(&desc.digest) else {
+                continue;
+            };
+            if ferry_oci::media::is_index(&desc.media_type) {
+                if let Ok(index) = serde_json::from_slice::<ferry_oci::Index>(&bytes) {
+                    manifests.extend(index.manifests);
+                }
+            } else if let Ok(manifest) = serde_json::from_slice::<ferry_oci::Manifest>(&bytes) {
+                for blob in std::iter::once(manifest.config).chain(manifest.layers) {
+                    sources.entry(blob.digest).or_insert_with(|| r.clone());
+                }
+            }
+        }
+    }
+    Ok(sources)
+}
+
 fn has_every_manifest(ctx: &Context, target: &Descriptor) -> Result<bool> {
     if !ferry_oci::media::is_index(&target.media_type) {
         return Ok(true);

@@ -30,6 +30,8 @@ pub enum State {
     Pushed,
     /// The registry had it: nothing was sent.
     LayerAlreadyExists,
+    /// The registry took it from another of its repositories: nothing was sent.
+    Mounted,
 }
 
 impl State {
@@ -41,6 +43,7 @@ impl State {
             State::AlreadyExists => "Already exists",
             State::Pushed => "Pushed",
             State::LayerAlreadyExists => "Layer already exists",
+            State::Mounted => "Mounted from another repository",
         }
     }
 

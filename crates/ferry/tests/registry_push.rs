@@ -150,6 +150,44 @@ fn a_loaded_image_pushes_with_its_manifest_digest_unchanged() {
 }
 
 #[test]
+fn blobs_of_another_repository_are_mounted_not_uploaded() {
+    if !tools("blobs_of_another_repository_are_mounted_not_uploaded") {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    ok(ferry(root.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    let first = format!("{}/one/busybox:1", registry.addr);
+    let second = format!("{}/two/busybox:1", registry.addr);
+    ok(ferry(root.path()).args(["tag", "busybox", &first]));
+    ok(ferry(root.path()).args(["push", &first]));
+    ok(ferry(root.path()).args(["tag", "busybox", &second]));
+
+    let (code, _, stderr) = output(ferry(root.path()).args(["push", &second]));
+
+    assert_eq!(code, 0, "{stderr}");
+    let raw = busybox_manifest();
+    let mounted: Vec<String> = blobs_of(&raw)
+        .iter()
+        .map(|(digest, _)| format!("{}: Mounted from another repository", &digest[..19]))
+        .collect();
+    for line in &mounted {
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "no {line:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("Pushing"),
+        "a blob was uploaded:\n{stderr}"
+    );
+    let digest = sha256_of(&raw);
+    skopeo_copy_checks(&format!("docker://{second}"), &digest, &blobs_of(&raw));
+}
+
+#[test]
 fn ferry_pulls_what_skopeo_pushed_with_the_same_digests() {
     if !tools("ferry_pulls_what_skopeo_pushed_with_the_same_digests") {
         return;
