@@ -12,6 +12,8 @@ pub mod cipher;
 pub mod image;
 pub mod jwe;
 pub mod keys;
+pub mod openpgp;
+pub mod pkcs7;
 
 pub use image::{decrypt_image, encrypt_image, open_layer, KeyRing, Recipient};
 pub use keys::{KeySpec, PrivateKey, PublicKey};

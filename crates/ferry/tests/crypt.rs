@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{ferry, fixture, is_root, ok, output, sha256sum, tool_installed, Daemon};
 use serde_json::{json, Value};
 
-/// RSA and EC (P-256) key pairs made by openssl, private keys in PKCS#8 (Go ocicrypt in
+/// RSA and EC (P-256) key pairs made by openssl, a certificate for the RSA key (`rsa.crt`), private keys in PKCS#8 (Go ocicrypt in
 /// skopeo 1.9 reads EC keys only in that form), mode 600.
 struct Keys {
     dir: tempfile::TempDir,
@@ -59,6 +59,20 @@ impl Keys {
             "rsa_keygen_bits:2048",
             "-out",
             "other.pem",
+        ]);
+        // The pkcs7 recipient: a self-signed certificate for the RSA key.
+        sh(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "rsa.pem",
+            "-subj",
+            "/CN=ferry test recipient",
+            "-days",
+            "2",
+            "-out",
+            "rsa.crt",
         ]);
         for name in ["rsa.pem", "ec.pem", "other.pem"] {
             chmod(&d.join(name), 0o600);
@@ -237,7 +251,7 @@ fn skopeo_encrypted_image_for_one_and_two_recipients_decrypts_and_runs() {
     let layer = &layer_digests(&layout_manifest(&one))[0];
     assert_eq!(
         stderr.trim(),
-        format!("ferry: decrypt one:one: layer {layer} is encrypted and no key opens it (tried 1 jwe key(s): EC P-256; the layer has jwe recipients (RSA-OAEP))")
+        format!("ferry: decrypt one:one: layer {layer} is encrypted and no key opens it (tried 1 key(s): EC P-256 (jwe); the layer has jwe recipients (RSA-OAEP))")
     );
 
     if !is_root() {
@@ -390,7 +404,7 @@ fn altered_truncated_or_retagged_layers_fail_the_hmac_and_unpack_nothing() {
     });
     assert_refused(retagged.path(), &key, hmac);
     let wrong = damaged(&keys, |_, _| {});
-    assert_refused(wrong.path(), &keys.path("other.pem"), "is encrypted and no key opens it (tried 1 jwe key(s): RSA; the layer has jwe recipients (RSA-OAEP))");
+    assert_refused(wrong.path(), &keys.path("other.pem"), "is encrypted and no key opens it (tried 1 key(s): RSA (jwe, pkcs7); the layer has jwe recipients (RSA-OAEP))");
 
     if !is_root() {
         eprintln!("SKIP the run part of {test}: needs root");
@@ -646,4 +660,123 @@ fn password_protected_key_opens_with_its_password_only() {
         "dec",
     ]));
     assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
+}
+
+#[test]
+fn pkcs7_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo() {
+    let test = "pkcs7_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo";
+    if !tools_installed(test) {
+        return;
+    }
+    let keys = Keys::new();
+    let work = tempfile::tempdir().unwrap();
+    let src = format!("oci:{}", fixture("busybox").display());
+    let theirs = work.path().join("theirs");
+    let cert = format!("pkcs7:{}", keys.path("rsa.crt"));
+    skopeo(&[
+        "copy",
+        "--encryption-key",
+        &cert,
+        &src,
+        &format!("oci:{}:theirs", theirs.display()),
+    ]);
+    let layer = &layout_manifest(&theirs)["layers"][0];
+    assert!(layer["annotations"]["org.opencontainers.image.enc.keys.pkcs7"].is_string());
+
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    ok(ferry(r).args(["load", "-i"]).arg(&theirs));
+    // The key alone, the key with its certificate as nerdctl takes it, and as skopeo takes it.
+    let forms: [&[&str]; 3] = [
+        &["--key", &keys.path("rsa.pem")],
+        &["--key", &keys.path("rsa.pem"), "--dec-recipient", &cert],
+        &[
+            "--key",
+            &keys.path("rsa.pem"),
+            "--key",
+            &keys.path("rsa.crt"),
+        ],
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let dec = ok(ferry(r)
+            .args(["image", "decrypt"])
+            .args(*form)
+            .args(["theirs:theirs", &format!("dec{i}")]));
+        assert_eq!(
+            layer_digests(&stored_manifest(r, &dec)),
+            busybox_layers(),
+            "{form:?}"
+        );
+    }
+    let (code, _, stderr) = output(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("other.pem"),
+        "theirs:theirs",
+        "x",
+    ]));
+    assert_eq!(code, 1);
+    let digest = layer["digest"].as_str().unwrap();
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: decrypt theirs:theirs: layer {digest} is encrypted and no key opens it (tried 1 key(s): RSA (jwe, pkcs7); the layer has pkcs7 recipients (1 RSA certificate(s)))")
+    );
+
+    // ferry's pkcs7 (and jwe, in the same layer) open in skopeo.
+    let ours = loaded_busybox();
+    let o = ours.path();
+    let ec = format!("jwe:{}", keys.path("ec.pub.pem"));
+    let enc = ok(ferry(o).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &format!("{cert},{ec}"),
+        "busybox",
+        "busybox:enc",
+    ]));
+    let manifest = stored_manifest(o, &enc);
+    let annotations = manifest["layers"][0]["annotations"].as_object().unwrap();
+    let mut names: Vec<&str> = annotations.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "org.opencontainers.image.enc.keys.jwe",
+            "org.opencontainers.image.enc.keys.pkcs7",
+            "org.opencontainers.image.enc.pubopts"
+        ]
+    );
+    let layout = work.path().join("ours");
+    export_layout(o, &enc, &layout, |_, _| {});
+    let by_pkcs7 = work.path().join("by-pkcs7");
+    skopeo(&[
+        "copy",
+        "--decryption-key",
+        &keys.path("rsa.pem"),
+        "--decryption-key",
+        &keys.path("rsa.crt"),
+        &format!("oci:{}:latest", layout.display()),
+        &format!("oci:{}:latest", by_pkcs7.display()),
+    ]);
+    assert_eq!(layer_digests(&layout_manifest(&by_pkcs7)), busybox_layers());
+    // Only the pkcs7 wrapping: skopeo must have used it, not the jwe one.
+    let only_pkcs7 = work.path().join("only-pkcs7");
+    export_layout(o, &enc, &only_pkcs7, |layer, _| {
+        layer["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("org.opencontainers.image.enc.keys.jwe");
+    });
+    let out = work.path().join("dec-only-pkcs7");
+    skopeo(&[
+        "copy",
+        "--decryption-key",
+        &keys.path("rsa.pem"),
+        "--decryption-key",
+        &keys.path("rsa.crt"),
+        &format!("oci:{}:latest", only_pkcs7.display()),
+        &format!("oci:{}:latest", out.display()),
+    ]);
+    assert_eq!(layer_digests(&layout_manifest(&out)), busybox_layers());
 }
