@@ -9,8 +9,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # the tests compare against; busybox-static and mmdebstrap build the test images; containerd and
 # buildah pull through the registry endpoint in its tests; iproute2 makes the network namespaces
 # of the mDNS test; sqlite3 reads the CID index in the garbage collection test; openssl makes
-# the encryption tests' keys and python3-cryptography runs the ocicrypt checker of ../shared/peers.
-packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography"
+# the encryption tests' keys and python3-cryptography runs the ocicrypt checker of ../shared/peers;
+# gnupg makes the pgp test's keys (and skopeo's ocicrypt finds pgp recipients with it).
+packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography gnupg"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

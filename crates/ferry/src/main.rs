@@ -47,7 +47,8 @@ fn main() {
 }
 
 fn init_tracing(debug: bool) {
-    let default = if debug { "debug" } else { "warn" };
+    // rPGP warns about every partial-length packet Go's OpenPGP writes (ocicrypt pgp layers).
+    let default = if debug { "debug" } else { "warn,pgp=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

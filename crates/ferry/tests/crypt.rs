@@ -780,3 +780,227 @@ fn pkcs7_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo() {
     ]);
     assert_eq!(layer_digests(&layout_manifest(&out)), busybox_layers());
 }
+
+/// An OpenPGP key made by gpg in a throwaway home: an RSA signing primary key with an RSA
+/// encryption subkey, no passphrase. Exports `pub.asc` (armored), `sec.gpg` (binary) and
+/// `sec.asc` (armored) beside the home.
+struct GpgKey {
+    dir: tempfile::TempDir,
+}
+
+impl GpgKey {
+    fn new(uid: &str) -> GpgKey {
+        let dir = tempfile::tempdir().unwrap();
+        let key = GpgKey { dir };
+        std::fs::create_dir(key.home()).unwrap();
+        chmod(&key.home(), 0o700);
+        key.gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "rsa2048",
+            "sign",
+            "never",
+        ]);
+        let listing = key.gpg(&["--with-colons", "--list-keys", uid]);
+        let fpr = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:::::::::"))
+            .unwrap()
+            .trim_end_matches(':')
+            .to_string();
+        key.gpg(&[
+            "--passphrase",
+            "",
+            "--quick-add-key",
+            &fpr,
+            "rsa2048",
+            "encr",
+            "never",
+        ]);
+        let export = |args: &[&str], name: &str| {
+            let bytes = key.gpg_bytes(args);
+            let path = key.dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            chmod(&path, 0o600);
+        };
+        export(&["--armor", "--export", uid], "pub.asc");
+        export(&["--export-secret-keys", uid], "sec.gpg");
+        export(&["--armor", "--export-secret-keys", uid], "sec.asc");
+        key
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    fn gpg_bytes(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home())
+            .arg("--batch")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn gpg(&self, args: &[&str]) -> String {
+        String::from_utf8(self.gpg_bytes(args)).unwrap()
+    }
+
+    /// The encryption subkey's ID, as ocicrypt's PKESK packets name it.
+    fn subkey_id(&self) -> String {
+        let listing = self.gpg(&["--with-colons", "--list-keys"]);
+        listing
+            .lines()
+            .find(|l| l.starts_with("sub:"))
+            .map(|l| l.split(':').nth(4).unwrap().to_string())
+            .unwrap()
+    }
+
+    /// The primary key's ID.
+    fn key_id(&self) -> String {
+        let listing = self.gpg(&["--with-colons", "--list-keys"]);
+        listing
+            .lines()
+            .find(|l| l.starts_with("pub:"))
+            .map(|l| l.split(':').nth(4).unwrap().to_string())
+            .unwrap()
+    }
+}
+
+#[test]
+fn pgp_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo_and_gpg() {
+    let test = "pgp_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo_and_gpg";
+    if !tools_installed(test) || !tool_installed(test, "gpg") {
+        return;
+    }
+    let alice = GpgKey::new("Alice <alice@example.org>");
+    let mallory = GpgKey::new("Mallory <mallory@example.org>");
+    let work = tempfile::tempdir().unwrap();
+    let theirs = work.path().join("theirs");
+    // skopeo's ocicrypt finds pgp recipients with gpg, in GNUPGHOME.
+    let out = Command::new("skopeo")
+        .env("GNUPGHOME", alice.home())
+        .args(["copy", "--encryption-key", "pgp:alice@example.org"])
+        .arg(format!("oci:{}", fixture("busybox").display()))
+        .arg(format!("oci:{}:theirs", theirs.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layer = layout_manifest(&theirs)["layers"][0].clone();
+    assert!(layer["annotations"]["org.opencontainers.image.enc.keys.pgp"].is_string());
+
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    ok(ferry(r).args(["load", "-i"]).arg(&theirs));
+    for (i, key) in ["sec.gpg", "sec.asc"].iter().enumerate() {
+        let dec = ok(ferry(r).args([
+            "image",
+            "decrypt",
+            "--key",
+            &alice.path(key),
+            "theirs:theirs",
+            &format!("dec{i}"),
+        ]));
+        assert_eq!(
+            layer_digests(&stored_manifest(r, &dec)),
+            busybox_layers(),
+            "{key}"
+        );
+    }
+    let (code, _, stderr) = output(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &mallory.path("sec.gpg"),
+        "theirs:theirs",
+        "x",
+    ]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ferry: decrypt theirs:theirs: layer {} is encrypted and no key opens it (tried 1 key(s): OpenPGP {} (pgp); the layer has pgp recipients ({}))",
+            layer["digest"].as_str().unwrap(),
+            mallory.key_id(),
+            alice.subkey_id()
+        )
+    );
+
+    // ferry's OpenPGP message: skopeo decrypts the image, gpg the wrapped options.
+    let ours = loaded_busybox();
+    let o = ours.path();
+    for (recipient, gpg_home) in [
+        (format!("pgp:{}", alice.path("pub.asc")), None),
+        ("pgp:alice@example.org".to_string(), Some(alice.home())),
+    ] {
+        let mut cmd = ferry(o);
+        cmd.args(["image", "encrypt", "--recipient", &recipient]);
+        if let Some(home) = &gpg_home {
+            cmd.arg("--gpg-homedir").arg(home);
+        }
+        let enc = ok(cmd.args(["busybox", "busybox:enc"]));
+        let manifest = stored_manifest(o, &enc);
+        let wrapped = manifest["layers"][0]["annotations"]["org.opencontainers.image.enc.keys.pgp"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let message = work.path().join("message.pgp");
+        let der = base64_decode(&wrapped);
+        std::fs::write(&message, der).unwrap();
+        let options: Value =
+            serde_json::from_str(&alice.gpg(&["--decrypt", &message.to_string_lossy()])).unwrap();
+        assert_eq!(options["digest"], busybox_layers()[0], "{recipient}");
+
+        let layout = work.path().join("ours");
+        let _ = std::fs::remove_dir_all(&layout);
+        export_layout(o, &enc, &layout, |_, _| {});
+        let out = work.path().join("dec");
+        let _ = std::fs::remove_dir_all(&out);
+        skopeo(&[
+            "copy",
+            "--decryption-key",
+            &alice.path("sec.gpg"),
+            &format!("oci:{}:latest", layout.display()),
+            &format!("oci:{}:latest", out.display()),
+        ]);
+        assert_eq!(
+            layer_digests(&layout_manifest(&out)),
+            busybox_layers(),
+            "{recipient}"
+        );
+    }
+}
+
+/// Standard base64 with padding, as the annotations hold it.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
