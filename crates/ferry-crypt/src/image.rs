@@ -218,41 +218,69 @@ pub fn is_encrypted(layer: &Descriptor) -> bool {
     layer.media_type.ends_with(ENCRYPTED)
 }
 
-/// Encrypts the layers of `target`'s manifests for `platform` (all platforms when `None`) and
+/// Encrypts the layers of `target`'s manifests for `platforms` (all platforms when empty) and
 /// stores the new manifests (and index); returns the new top descriptor. Other platforms are
-/// left out of the result, as nerdctl does.
+/// left out of the result, as nerdctl does; a single manifest is converted whatever its
+/// platform (containerd's converter checks platforms only in an index).
 pub fn encrypt_image(
     store: &Store,
     target: &Descriptor,
     recipients: &[Recipient],
-    platform: Option<&Platform>,
+    platforms: &[Platform],
 ) -> Result<Descriptor, Error> {
     if recipients.is_empty() {
         return Err(Error::Invalid(
             "encrypt needs at least one --recipient".into(),
         ));
     }
-    convert_image(store, target, platform, &mut |layer| {
+    let mut layers = 0;
+    let desc = convert_image(store, target, platforms, &mut |layer| {
+        layers += 1;
         encrypt_layer(store, layer, recipients)
-    })
+    })?;
+    if layers == 0 {
+        return Err(Error::Invalid(format!(
+            "the image has no layers to encrypt{}",
+            for_platforms(platforms)
+        )));
+    }
+    Ok(desc)
 }
 
-/// Decrypts every encrypted layer of `target`'s manifests for `platform` (all when `None`);
+/// Decrypts every encrypted layer of `target`'s manifests for `platforms` (all when empty);
 /// returns the new top descriptor. The plaintext blobs are verified against the digest in each
-/// layer's private options before they are stored.
+/// layer's private options before they are stored. An image with no encrypted layer there is
+/// an error.
 pub fn decrypt_image(
     store: &Store,
     target: &Descriptor,
     keys: &KeyRing,
-    platform: Option<&Platform>,
+    platforms: &[Platform],
 ) -> Result<Descriptor, Error> {
-    convert_image(store, target, platform, &mut |layer| {
+    let mut encrypted = 0;
+    let desc = convert_image(store, target, platforms, &mut |layer| {
         if is_encrypted(layer) {
+            encrypted += 1;
             decrypt_layer(store, layer, keys)
         } else {
             Ok(layer.clone())
         }
-    })
+    })?;
+    if encrypted == 0 {
+        return Err(Error::Invalid(format!(
+            "the image has no encrypted layers{}",
+            for_platforms(platforms)
+        )));
+    }
+    Ok(desc)
+}
+
+fn for_platforms(platforms: &[Platform]) -> String {
+    if platforms.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+    format!(" for {}", names.join(", "))
 }
 
 /// Opens a stored layer for unpacking: the blob itself, or, when it is encrypted, its
@@ -279,7 +307,7 @@ type LayerFn<'a> = dyn FnMut(&Descriptor) -> Result<Descriptor, Error> + 'a;
 fn convert_image(
     store: &Store,
     target: &Descriptor,
-    platform: Option<&Platform>,
+    platforms: &[Platform],
     layer_fn: &mut LayerFn<'_>,
 ) -> Result<Descriptor, Error> {
     if media::is_manifest(&target.media_type) {
@@ -294,17 +322,20 @@ fn convert_image(
     let mut index: Index = read_json(store, &target.digest, "index")?;
     let mut manifests = Vec::new();
     for desc in &index.manifests {
-        let wanted = match (platform, &desc.platform) {
-            (None, _) | (Some(_), None) => true,
-            (Some(want), Some(have)) => have.matches(want),
+        let wanted = match &desc.platform {
+            Some(have) => platforms.is_empty() || platforms.iter().any(|p| have.matches(p)),
+            None => true,
         };
         if wanted && media::is_manifest(&desc.media_type) {
             manifests.push(convert_manifest(store, desc, layer_fn)?);
         }
     }
     if manifests.is_empty() {
-        let which = platform.map_or("any platform".to_string(), |p| p.to_string());
-        return Err(Error::Invalid(format!("image has no manifest for {which}")));
+        let which = match for_platforms(platforms) {
+            none if none.is_empty() => " for any platform".to_string(),
+            some => some,
+        };
+        return Err(Error::Invalid(format!("the image has no manifest{which}")));
     }
     index.manifests = manifests;
     index.media_type = media::OCI_INDEX.to_string();

@@ -45,11 +45,17 @@ pub enum ImageCommand {
     Decrypt(DecryptArgs),
 }
 
-/// The platforms to convert (nerdctl's flags; the default is the host's platform only).
+/// The platforms to convert (nerdctl's flags; the default is the host's platform only, other
+/// platforms are left out of the result).
 #[derive(Args)]
 pub struct PlatformArgs {
-    /// Convert only this platform (os/arch[/variant]); repeatable.
-    #[arg(long, value_name = "PLATFORM", conflicts_with = "all_platforms")]
+    /// Convert only these platforms (os/arch[/variant]); repeatable, or comma-separated.
+    #[arg(
+        long,
+        value_name = "PLATFORM",
+        conflicts_with = "all_platforms",
+        value_delimiter = ','
+    )]
     pub platform: Vec<String>,
     /// Convert every platform of a multi-platform image.
     #[arg(long)]
@@ -113,10 +119,9 @@ fn encrypt(ctx: &Context, args: &EncryptArgs) -> Result<()> {
         .map(|r| Recipient::parse(r, args.gpg_homedir.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let image = find_image(&ctx.store, &args.src)?;
-    let platform = platform(&args.platforms)?;
-    let target =
-        ferry_crypt::encrypt_image(&ctx.store, &image.target, &recipients, platform.as_ref())
-            .with_context(|| format!("encrypt {}", args.src))?;
+    let platforms = platforms(&args.platforms)?;
+    let target = ferry_crypt::encrypt_image(&ctx.store, &image.target, &recipients, &platforms)
+        .with_context(|| format!("encrypt {}", args.src))?;
     bind(ctx, &args.dst, &target)
 }
 
@@ -124,8 +129,8 @@ fn decrypt(ctx: &Context, args: &DecryptArgs) -> Result<()> {
     let mut keys = keyring(&ctx.root, &args.key)?;
     keys.add_certificates(&dec_recipients(&args.dec_recipient)?)?;
     let image = find_image(&ctx.store, &args.src)?;
-    let platform = platform(&args.platforms)?;
-    let target = ferry_crypt::decrypt_image(&ctx.store, &image.target, &keys, platform.as_ref())
+    let platforms = platforms(&args.platforms)?;
+    let target = ferry_crypt::decrypt_image(&ctx.store, &image.target, &keys, &platforms)
         .with_context(|| format!("decrypt {}", args.src))?;
     bind(ctx, &args.dst, &target)
 }
@@ -142,16 +147,15 @@ fn bind(ctx: &Context, dst: &str, target: &Descriptor) -> Result<()> {
     Ok(())
 }
 
-fn platform(args: &PlatformArgs) -> Result<Option<Platform>> {
+/// The platforms to convert; empty means all of them.
+fn platforms(args: &PlatformArgs) -> Result<Vec<Platform>> {
     if args.all_platforms {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    match args.platform.as_slice() {
-        [] => Ok(Some(Platform::host())),
-        [one] => parse_platform(one).map(Some),
-        // TODO: several --platform values; one or all is what the tests and nerdctl's docs use.
-        _ => bail!("give one --platform or --all-platforms"),
+    if args.platform.is_empty() {
+        return Ok(vec![Platform::host()]);
     }
+    args.platform.iter().map(|p| parse_platform(p)).collect()
 }
 
 fn parse_platform(text: &str) -> Result<Platform> {

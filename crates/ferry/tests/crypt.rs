@@ -1004,3 +1004,180 @@ fn base64_decode(text: &str) -> Vec<u8> {
     assert!(out.status.success());
     out.stdout
 }
+
+/// The host's architecture in Go's words and another one.
+fn host_and_other_arch() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "aarch64" => ("arm64", "amd64"),
+        _ => ("amd64", "arm64"),
+    }
+}
+
+/// busybox as a two-platform image: an OCI index (tag `multi`) of the busybox manifest for the
+/// host's architecture and a copy whose config names the other architecture.
+fn two_platform_image(dir: &Path) -> PathBuf {
+    let (host, other) = host_and_other_arch();
+    let layout = dir.join("multi");
+    let src = fixture("busybox");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let manifest = layout_manifest(&src);
+    let config_hex = &manifest["config"]["digest"].as_str().unwrap()[7..];
+    let config = read_json(&src.join("blobs/sha256").join(config_hex));
+    for l in busybox_layers() {
+        std::fs::copy(src.join("blobs/sha256").join(&l[7..]), blobs.join(&l[7..])).unwrap();
+    }
+    let mut descs = Vec::new();
+    for arch in [host, other] {
+        let mut config = config.clone();
+        config["architecture"] = arch.into();
+        let mut manifest = manifest.clone();
+        put_blob(
+            &blobs,
+            &serde_json::to_vec(&config).unwrap(),
+            &mut manifest["config"],
+        );
+        let mut desc = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "platform": {"os": "linux", "architecture": arch}});
+        put_blob(&blobs, &serde_json::to_vec(&manifest).unwrap(), &mut desc);
+        descs.push(desc);
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": descs});
+    let mut desc = json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}});
+    put_blob(&blobs, &serde_json::to_vec(&index).unwrap(), &mut desc);
+    std::fs::write(
+        layout.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [desc]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    layout
+}
+
+/// The platforms of a stored index and whether each manifest's layers are all encrypted.
+fn index_platforms(root: &Path, digest: &str) -> Vec<(String, bool)> {
+    let index = stored_manifest(root, digest);
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let manifest = stored_manifest(root, m["digest"].as_str().unwrap());
+            let encrypted = manifest["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["mediaType"].as_str().unwrap().ends_with("+encrypted"));
+            let arch = m["platform"]["architecture"].as_str().unwrap();
+            (format!("linux/{arch}"), encrypted)
+        })
+        .collect()
+}
+
+#[test]
+fn platform_flags_choose_the_manifests_as_nerdctl_does() {
+    let test = "platform_flags_choose_the_manifests_as_nerdctl_does";
+    if !tools_installed(test) {
+        return;
+    }
+    let (host, other) = host_and_other_arch();
+    let (host, other) = (format!("linux/{host}"), format!("linux/{other}"));
+    let keys = Keys::new();
+    let work = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    ok(ferry(r)
+        .args(["load", "-i"])
+        .arg(two_platform_image(work.path())));
+    let recipient = format!("jwe:{}", keys.path("rsa.pub.pem"));
+    let encrypt = |flags: &[&str], dst: &str| {
+        ok(ferry(r)
+            .args(["image", "encrypt", "--recipient", &recipient])
+            .args(flags)
+            .args(["multi:multi", dst]))
+    };
+
+    // The default is the host's platform only; the others are left out.
+    let enc = encrypt(&[], "host");
+    assert_eq!(index_platforms(r, &enc), [(host.clone(), true)]);
+    let enc = encrypt(&["--platform", &other], "other");
+    assert_eq!(index_platforms(r, &enc), [(other.clone(), true)]);
+    let all = encrypt(&["--all-platforms"], "all");
+    assert_eq!(
+        index_platforms(r, &all),
+        [(host.clone(), true), (other.clone(), true)]
+    );
+    let both = encrypt(&["--platform", &format!("{host},{other}")], "both");
+    assert_eq!(
+        index_platforms(r, &both),
+        [(host.clone(), true), (other.clone(), true)]
+    );
+
+    let (code, _, stderr) = output(ferry(r).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &recipient,
+        "--platform",
+        "linux/s390x",
+        "multi:multi",
+        "x",
+    ]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "ferry: encrypt multi:multi: the image has no manifest for linux/s390x"
+    );
+
+    // Decrypt takes the same flags: the other platform only, then all.
+    let dec = ok(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("rsa.pem"),
+        "--platform",
+        &other,
+        "all",
+        "dec-other",
+    ]));
+    assert_eq!(index_platforms(r, &dec), [(other.clone(), false)]);
+    let dec = ok(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("rsa.pem"),
+        "--all-platforms",
+        "all",
+        "dec-all",
+    ]));
+    assert_eq!(
+        index_platforms(r, &dec),
+        [(host.clone(), false), (other.clone(), false)]
+    );
+    let index = stored_manifest(r, &dec);
+    for m in index["manifests"].as_array().unwrap() {
+        let manifest = stored_manifest(r, m["digest"].as_str().unwrap());
+        assert_eq!(layer_digests(&manifest), busybox_layers());
+    }
+
+    // Nothing to decrypt is an error, not a copy.
+    let (code, _, stderr) = output(ferry(r).args([
+        "image",
+        "decrypt",
+        "--key",
+        &keys.path("rsa.pem"),
+        "multi:multi",
+        "x",
+    ]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!("ferry: decrypt multi:multi: the image has no encrypted layers for {host}")
+    );
+}
