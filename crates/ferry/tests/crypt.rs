@@ -1181,3 +1181,102 @@ fn platform_flags_choose_the_manifests_as_nerdctl_does() {
         format!("ferry: decrypt multi:multi: the image has no encrypted layers for {host}")
     );
 }
+
+#[test]
+fn keyless_node_stores_and_serves_an_encrypted_image_but_cannot_unpack_or_run_it() {
+    let test = "keyless_node_stores_and_serves_an_encrypted_image_but_cannot_unpack_or_run_it";
+    if !tool_installed(test, "openssl") {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root (snapshots and runc)");
+        return;
+    }
+    let keys = Keys::new();
+    let work = tempfile::tempdir().unwrap();
+    let marker = format!("ferry-keyless-marker-{}", std::process::id());
+    let layout = marker_image(work.path(), &marker);
+
+    let a = tempfile::tempdir().unwrap();
+    ok(ferry(a.path()).args(["load", "-i"]).arg(&layout));
+    let recipients = format!(
+        "jwe:{},pkcs7:{}",
+        keys.path("ec.pub.pem"),
+        keys.path("rsa.crt")
+    );
+    let enc = ok(ferry(a.path()).args([
+        "image",
+        "encrypt",
+        "--recipient",
+        &recipients,
+        "marker:marker",
+        "marker:enc",
+    ]));
+    let layers = layer_digests(&stored_manifest(a.path(), &enc));
+    let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://marker:enc"]))
+        .trim()
+        .to_string();
+    let daemon_a = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+
+    // B has no key: pull --unpack stores the image, then refuses to unpack its first layer.
+    let b = tempfile::tempdir().unwrap();
+    let (code, _, stderr) =
+        output(ferry(b.path()).args(["pull", "-q", "--unpack", "--peer", &daemon_a.addr, &cid]));
+    assert_eq!(code, 1);
+    let no_key = format!(
+        "layer {} is encrypted and no key opens it (tried no key: none given with --key, none found in /etc/ferry/ocicrypt/keys or {}/keys; the layer has jwe recipients (ECDH-ES+A256KW), pkcs7 recipients (1 RSA certificate(s)))",
+        layers[0],
+        b.path().display()
+    );
+    assert!(
+        stderr.starts_with(&format!("ferry: unpack {cid}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with(&no_key), "{stderr}");
+    for layer in &layers {
+        assert!(
+            common::blobs(b.path()).contains(&layer[7..].to_string()),
+            "B lacks {layer}"
+        );
+    }
+    assert_eq!(
+        files_containing(b.path(), marker.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    drop(daemon_a);
+
+    // C fetches the image from B alone (A is gone), and with the key unpacks and runs it.
+    let daemon_b = Daemon::start(b.path(), "/ip4/127.0.0.1/tcp/0", &[]);
+    let c = tempfile::tempdir().unwrap();
+    ok(ferry(c.path()).args([
+        "pull",
+        "-q",
+        "--unpack",
+        "--key",
+        &keys.path("rsa.pem"),
+        "--peer",
+        &daemon_b.addr,
+        &cid,
+    ]));
+    let committed = std::fs::read_dir(c.path().join("snapshots/committed"))
+        .unwrap()
+        .count();
+    assert_eq!(committed, layers.len(), "one snapshot per layer");
+    drop(daemon_b);
+    let stdout = ok(ferry(c.path()).args([
+        "run",
+        "--rm",
+        "--key",
+        &keys.path("rsa.pem"),
+        &cid,
+        "cat",
+        "/secret.txt",
+    ]));
+    assert_eq!(stdout, marker);
+
+    // B still cannot run it.
+    let (code, _, stderr) =
+        output(ferry(b.path()).args(["run", "--rm", &cid, "cat", "/secret.txt"]));
+    assert_eq!(code, 125);
+    assert!(stderr.trim_end().ends_with(&no_key), "{stderr}");
+}
