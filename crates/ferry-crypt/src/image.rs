@@ -302,6 +302,15 @@ pub fn open_layer(
     Ok(Box::new(DecryptReader::authenticated(file, &opts)))
 }
 
+/// Checks that `keys` open an encrypted layer's wrapped options, without reading the layer (as
+/// imgcrypt's authorization check before running an image whose layers are unpacked already).
+pub fn authorize(layer: &Descriptor, keys: &KeyRing) -> Result<(), Error> {
+    if is_encrypted(layer) {
+        layer_options(layer, keys)?;
+    }
+    Ok(())
+}
+
 type LayerFn<'a> = dyn FnMut(&Descriptor) -> Result<Descriptor, Error> + 'a;
 
 fn convert_image(

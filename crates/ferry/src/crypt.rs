@@ -204,3 +204,17 @@ pub fn open_layer(
     };
     Ok(ferry_crypt::open_layer(store, layer, &ring)?)
 }
+
+/// Checks that the keys open every encrypted layer of a manifest (run checks this even when
+/// the layers' snapshots exist, so a host without the key cannot run an image another user
+/// unpacked with it).
+pub fn authorize(root: &Path, layers: &[Descriptor], keys: &[KeySpec]) -> Result<()> {
+    if !layers.iter().any(ferry_crypt::image::is_encrypted) {
+        return Ok(());
+    }
+    let ring = keyring(root, keys)?;
+    for layer in layers {
+        ferry_crypt::image::authorize(layer, &ring)?;
+    }
+    Ok(())
+}

@@ -198,6 +198,7 @@ pub fn unpack(
             diff_ids.len()
         );
     }
+    crate::crypt::authorize(root, &manifest.layers, keys)?;
     let mut lowers: Vec<Snapshot> = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
         let mut open = || -> Result<_, ferry_snapshot::Error> {
