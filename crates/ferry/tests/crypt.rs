@@ -708,6 +708,16 @@ fn pkcs7_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo() {
             "{form:?}"
         );
     }
+    // The key and its certificate in ROOT/keys are found without --key.
+    std::fs::create_dir(r.join("keys")).unwrap();
+    for name in ["rsa.pem", "rsa.crt"] {
+        std::fs::copy(keys.path(name), r.join("keys").join(name)).unwrap();
+    }
+    chmod(&r.join("keys/rsa.pem"), 0o600);
+    let dec = ok(ferry(r).args(["image", "decrypt", "theirs:theirs", "dec-dir"]));
+    assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
+    std::fs::remove_dir_all(r.join("keys")).unwrap();
+
     let (code, _, stderr) = output(ferry(r).args([
         "image",
         "decrypt",
@@ -942,6 +952,13 @@ fn pgp_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo_and_gpg() {
             alice.subkey_id()
         )
     );
+
+    // An OpenPGP secret key in ROOT/keys is found without --key.
+    std::fs::create_dir(r.join("keys")).unwrap();
+    std::fs::copy(alice.path("sec.asc"), r.join("keys/alice.asc")).unwrap();
+    chmod(&r.join("keys/alice.asc"), 0o600);
+    let dec = ok(ferry(r).args(["image", "decrypt", "theirs:theirs", "dec-dir"]));
+    assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
 
     // ferry's OpenPGP message: skopeo decrypts the image, gpg the wrapped options.
     let ours = loaded_busybox();
