@@ -395,6 +395,44 @@ mod tests {
         assert!(input.is_empty());
     }
 
+    /// A throwaway RSA key and its self-signed certificate (openssl req -x509), test-only.
+    const KEY: &[u8] = include_bytes!("../testdata/pkcs7-key.pem");
+    const CERT: &[u8] = include_bytes!("../testdata/pkcs7-cert.pem");
+
+    fn key() -> RsaPrivateKey {
+        match crate::keys::parse_private_key(KEY, None).unwrap() {
+            crate::keys::PrivateKey::Rsa(k) => *k,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrapped_options_open_with_the_key_with_or_without_its_certificate() {
+        let cert = parse_certificate(CERT).unwrap();
+        assert_eq!(cert.subject, "CN=ferry unit test");
+        let message = wrap(std::slice::from_ref(&cert), b"options").unwrap();
+        assert_eq!(recipient_count(&message), Some(1));
+        let key = key();
+        for certs in [&[][..], std::slice::from_ref(&cert)] {
+            let plain = unwrap(&message, &[&key], certs).unwrap().unwrap();
+            assert_eq!(&plain[..], b"options");
+        }
+    }
+
+    #[test]
+    fn altered_content_is_an_integrity_error_for_the_named_key_and_no_match_otherwise() {
+        let cert = parse_certificate(CERT).unwrap();
+        let mut message = wrap(std::slice::from_ref(&cert), b"options").unwrap();
+        let last = message.len() - 1;
+        message[last] ^= 1; // the GCM tag is the last byte of the content
+        let key = key();
+        assert!(unwrap(&message, &[&key], &[]).unwrap().is_none());
+        assert_eq!(
+            unwrap(&message, &[&key], &[cert]).unwrap_err().to_string(),
+            "integrity check failed: the PKCS#7 content does not decrypt: the wrapped key was altered"
+        );
+    }
+
     #[test]
     fn truncated_input_is_an_error_not_a_panic() {
         let message = tlv(
