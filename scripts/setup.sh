@@ -13,8 +13,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # apache2-utils: htpasswd, for the basic-auth registry of tests/registry_auth.rs;
 # zstd compresses and checks the compression tests' zstd layers;
 # containernetworking-plugins (bridge, host-local, portmap, firewall, loopback) and iptables
-# make ferry's default bridge network and its published ports.
-packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography apache2-utils zstd containernetworking-plugins iptables"
+# make ferry's default bridge network and its published ports; gnupg makes the pgp test's keys
+# (and skopeo's ocicrypt finds pgp recipients with it).
+packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography apache2-utils zstd containernetworking-plugins iptables gnupg"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -11,11 +11,15 @@ use ferry_content::Store;
 use ferry_oci::{go_json, media, Descriptor, Index, Manifest, Platform};
 
 use crate::cipher::{self, DecryptReader, EncryptReader, PrivateOptions};
-use crate::keys::{self, KeySpec, PrivateKey, PublicKey};
-use crate::{jwe, Error};
+use crate::keys::{self, KeyMaterial, KeySpec, PrivateKey, PublicKey};
+use crate::{jwe, openpgp, pkcs7, Error};
 
 /// The annotation holding the JWE-wrapped private options.
 pub const ANNOTATION_JWE: &str = "org.opencontainers.image.enc.keys.jwe";
+/// The annotation holding the PKCS#7 (CMS EnvelopedData) wrapped private options.
+pub const ANNOTATION_PKCS7: &str = "org.opencontainers.image.enc.keys.pkcs7";
+/// The annotation holding the OpenPGP-wrapped private options.
+pub const ANNOTATION_PGP: &str = "org.opencontainers.image.enc.keys.pgp";
 /// The annotation holding the public options.
 pub const ANNOTATION_PUBOPTS: &str = "org.opencontainers.image.enc.pubopts";
 /// The prefix of every ocicrypt annotation (all removed on decrypt).
@@ -23,47 +27,89 @@ const ANNOTATION_PREFIX: &str = "org.opencontainers.image.enc.";
 /// The media type suffix of an encrypted layer.
 const ENCRYPTED: &str = "+encrypted";
 
-/// Someone an image is encrypted for (`--recipient jwe:FILE`).
+/// Someone an image is encrypted for (`--recipient SCHEME:FILE`).
 #[derive(Clone, Debug)]
 pub enum Recipient {
-    /// A JWE recipient's public key.
+    /// A JWE recipient's public key (`jwe:FILE`).
     Jwe(PublicKey),
+    /// A PKCS#7 recipient's X.509 certificate (`pkcs7:FILE`).
+    Pkcs7(Box<pkcs7::Certificate>),
+    /// An OpenPGP recipient's public keys (`pgp:FILE`, a key or keyring file, or `pgp:NAME`
+    /// looked up with `gpg --export`).
+    Pgp(Vec<openpgp::PublicKey>),
 }
 
 impl Recipient {
-    /// Parses `SCHEME:FILE`, reading the key file.
-    pub fn parse(spec: &str) -> Result<Recipient, Error> {
+    /// Parses `SCHEME:FILE`, reading the key file; `gpg_homedir` is where `pgp:NAME` is
+    /// looked up when NAME is not a file (gpg's default home when `None`).
+    pub fn parse(spec: &str, gpg_homedir: Option<&Path>) -> Result<Recipient, Error> {
         match spec.split_once(':') {
             Some(("jwe", file)) => Ok(Recipient::Jwe(keys::load_public_key(Path::new(file))?)),
-            // TODO: pkcs7 (X.509, CMS EnvelopedData) and pgp recipients, issue 7 items 5.
-            Some((scheme @ ("pkcs7" | "pgp" | "pkcs11" | "provider"), _)) => {
-                Err(Error::Invalid(format!(
-                    "recipient {spec}: {scheme} recipients are not supported yet (use jwe:FILE)"
-                )))
+            Some(("pkcs7", file)) => Ok(Recipient::Pkcs7(Box::new(keys::load_certificate(
+                Path::new(file),
+            )?))),
+            Some(("pgp", name)) if Path::new(name).is_file() => {
+                Ok(Recipient::Pgp(keys::load_pgp_public_keys(Path::new(name))?))
             }
+            Some(("pgp", name)) if !name.is_empty() => {
+                Ok(Recipient::Pgp(gpg_export(name, gpg_homedir)?))
+            }
+            // TODO: pkcs11 and keyprovider recipients need a PKCS#11 module or a key provider
+            // daemon; nothing here uses them yet.
+            Some((scheme @ ("pkcs11" | "provider"), _)) => Err(Error::Invalid(format!(
+                "recipient {spec}: {scheme} recipients are not supported (use jwe:, pkcs7: or pgp:)"
+            ))),
             _ => Err(Error::Invalid(format!(
-                "recipient {spec}: expected SCHEME:FILE, as jwe:key.pub.pem"
+                "recipient {spec}: expected SCHEME:FILE, as jwe:key.pub.pem, pkcs7:cert.pem or pgp:key.asc"
             ))),
         }
     }
 }
 
-/// The private keys available to decrypt, with where they were looked for.
+/// The public keys gpg has for `name` (as ocicrypt finds `pgp:` recipients).
+fn gpg_export(name: &str, homedir: Option<&Path>) -> Result<Vec<openpgp::PublicKey>, Error> {
+    let mut gpg = std::process::Command::new("gpg");
+    if let Some(dir) = homedir {
+        gpg.arg("--homedir").arg(dir);
+    }
+    let out = gpg
+        .args(["--batch", "--export", name])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "recipient pgp:{name}: not a file, and gpg cannot be run to look it up: {e}"
+            ))
+        })?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(Error::Invalid(format!(
+            "recipient pgp:{name}: not a file, and gpg has no public key for it"
+        )));
+    }
+    openpgp::parse_public_keys(&out.stdout)
+        .map_err(|reason| Error::Invalid(format!("recipient pgp:{name}: gpg's key {reason}")))
+}
+
+/// The keys available to decrypt, with where they were looked for.
 #[derive(Default)]
 pub struct KeyRing {
     keys: Vec<(PathBuf, PrivateKey)>,
+    certs: Vec<(PathBuf, pkcs7::Certificate)>,
+    pgp: Vec<(PathBuf, openpgp::SecretKey)>,
     searched: Vec<PathBuf>,
 }
 
 impl KeyRing {
     /// Loads the keys named on the command line (any failure is an error) and every key file
-    /// in `dirs` (a file that is not a usable key is skipped with a warning).
+    /// in `dirs` (a file that is not a usable key is skipped with a warning). A key file may
+    /// hold a private key (PEM, DER or JWK), OpenPGP secret keys, or an X.509 certificate
+    /// naming a pkcs7 recipient.
     pub fn load(specs: &[KeySpec], dirs: &[PathBuf]) -> Result<KeyRing, Error> {
         let mut ring = KeyRing::default();
         for spec in specs {
             let password = spec.password.as_ref().map(|p| p.as_str());
-            let key = keys::load_private_key(&spec.path, password)?;
-            ring.keys.push((spec.path.clone(), key));
+            let material = keys::load_key_file(&spec.path, password)?;
+            ring.add(&spec.path, material);
         }
         for dir in dirs {
             ring.searched.push(dir.clone());
@@ -73,8 +119,8 @@ impl KeyRing {
             let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             paths.sort();
             for path in paths.into_iter().filter(|p| p.is_file()) {
-                match keys::load_private_key(&path, None) {
-                    Ok(key) => ring.keys.push((path, key)),
+                match keys::load_key_file(&path, None) {
+                    Ok(material) => ring.add(&path, material),
                     Err(e) => tracing::warn!("skipping {e}"),
                 }
             }
@@ -82,18 +128,55 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// Adds the certificates of pkcs7 recipients (`--dec-recipient pkcs7:FILE`), which tell
+    /// which recipient of a layer a private key is.
+    pub fn add_certificates(&mut self, paths: &[PathBuf]) -> Result<(), Error> {
+        for path in paths {
+            let cert = keys::load_certificate(path)?;
+            self.certs.push((path.clone(), cert));
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, path: &Path, material: KeyMaterial) {
+        let path = path.to_path_buf();
+        match material {
+            KeyMaterial::Private(key) => self.keys.push((path, key)),
+            KeyMaterial::Certificate(cert) => self.certs.push((path, *cert)),
+            KeyMaterial::Pgp(keys) => self.pgp.extend(keys.into_iter().map(|k| (path.clone(), k))),
+        }
+    }
+
     /// Whether no key was found.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.pgp.is_empty()
     }
 
     fn private_keys(&self) -> Vec<PrivateKey> {
         self.keys.iter().map(|(_, k)| k.clone()).collect()
     }
 
+    fn rsa_keys(&self) -> Vec<&rsa::PrivateKey> {
+        self.keys
+            .iter()
+            .filter_map(|(_, k)| match k {
+                PrivateKey::Rsa(k) => Some(&**k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn certificates(&self) -> Vec<pkcs7::Certificate> {
+        self.certs.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    fn pgp_keys(&self) -> Vec<openpgp::SecretKey> {
+        self.pgp.iter().map(|(_, k)| k.clone()).collect()
+    }
+
     /// What was tried, for the error naming a layer no key opens.
     fn describe(&self) -> String {
-        if self.keys.is_empty() {
+        if self.is_empty() {
             let dirs: Vec<String> = self
                 .searched
                 .iter()
@@ -104,17 +187,29 @@ impl KeyRing {
                 dirs.join(" or ")
             );
         }
-        let kinds: Vec<&str> = self
+        let mut kinds: Vec<String> = self
             .keys
             .iter()
-            .map(|(_, k)| match k {
-                PrivateKey::Rsa(_) => "RSA",
-                PrivateKey::P256(_) => "EC P-256",
-                PrivateKey::P384(_) => "EC P-384",
-                PrivateKey::P521(_) => "EC P-521",
+            .map(|(_, k)| {
+                match k {
+                    PrivateKey::Rsa(_) => "RSA (jwe, pkcs7)",
+                    PrivateKey::P256(_) => "EC P-256 (jwe)",
+                    PrivateKey::P384(_) => "EC P-384 (jwe)",
+                    PrivateKey::P521(_) => "EC P-521 (jwe)",
+                }
+                .to_string()
             })
             .collect();
-        format!("{} jwe key(s): {}", kinds.len(), kinds.join(", "))
+        kinds.extend(
+            self.pgp
+                .iter()
+                .map(|(_, k)| format!("OpenPGP {} (pgp)", k.id())),
+        );
+        let certs = match self.certs.len() {
+            0 => String::new(),
+            n => format!(" and {n} pkcs7 certificate(s)"),
+        };
+        format!("{} key(s): {}{certs}", kinds.len(), kinds.join(", "))
     }
 }
 
@@ -123,45 +218,69 @@ pub fn is_encrypted(layer: &Descriptor) -> bool {
     layer.media_type.ends_with(ENCRYPTED)
 }
 
-/// Encrypts the layers of `target`'s manifests for `platform` (all platforms when `None`) and
+/// Encrypts the layers of `target`'s manifests for `platforms` (all platforms when empty) and
 /// stores the new manifests (and index); returns the new top descriptor. Other platforms are
-/// left out of the result, as nerdctl does.
+/// left out of the result, as nerdctl does; a single manifest is converted whatever its
+/// platform (containerd's converter checks platforms only in an index).
 pub fn encrypt_image(
     store: &Store,
     target: &Descriptor,
     recipients: &[Recipient],
-    platform: Option<&Platform>,
+    platforms: &[Platform],
 ) -> Result<Descriptor, Error> {
     if recipients.is_empty() {
         return Err(Error::Invalid(
             "encrypt needs at least one --recipient".into(),
         ));
     }
-    let jwe_keys: Vec<PublicKey> = recipients
-        .iter()
-        .map(|Recipient::Jwe(k)| k.clone())
-        .collect();
-    convert_image(store, target, platform, &mut |layer| {
-        encrypt_layer(store, layer, &jwe_keys)
-    })
+    let mut layers = 0;
+    let desc = convert_image(store, target, platforms, &mut |layer| {
+        layers += 1;
+        encrypt_layer(store, layer, recipients)
+    })?;
+    if layers == 0 {
+        return Err(Error::Invalid(format!(
+            "the image has no layers to encrypt{}",
+            for_platforms(platforms)
+        )));
+    }
+    Ok(desc)
 }
 
-/// Decrypts every encrypted layer of `target`'s manifests for `platform` (all when `None`);
+/// Decrypts every encrypted layer of `target`'s manifests for `platforms` (all when empty);
 /// returns the new top descriptor. The plaintext blobs are verified against the digest in each
-/// layer's private options before they are stored.
+/// layer's private options before they are stored. An image with no encrypted layer there is
+/// an error.
 pub fn decrypt_image(
     store: &Store,
     target: &Descriptor,
     keys: &KeyRing,
-    platform: Option<&Platform>,
+    platforms: &[Platform],
 ) -> Result<Descriptor, Error> {
-    convert_image(store, target, platform, &mut |layer| {
+    let mut encrypted = 0;
+    let desc = convert_image(store, target, platforms, &mut |layer| {
         if is_encrypted(layer) {
+            encrypted += 1;
             decrypt_layer(store, layer, keys)
         } else {
             Ok(layer.clone())
         }
-    })
+    })?;
+    if encrypted == 0 {
+        return Err(Error::Invalid(format!(
+            "the image has no encrypted layers{}",
+            for_platforms(platforms)
+        )));
+    }
+    Ok(desc)
+}
+
+fn for_platforms(platforms: &[Platform]) -> String {
+    if platforms.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+    format!(" for {}", names.join(", "))
 }
 
 /// Opens a stored layer for unpacking: the blob itself, or, when it is encrypted, its
@@ -183,12 +302,21 @@ pub fn open_layer(
     Ok(Box::new(DecryptReader::authenticated(file, &opts)))
 }
 
+/// Checks that `keys` open an encrypted layer's wrapped options, without reading the layer (as
+/// imgcrypt's authorization check before running an image whose layers are unpacked already).
+pub fn authorize(layer: &Descriptor, keys: &KeyRing) -> Result<(), Error> {
+    if is_encrypted(layer) {
+        layer_options(layer, keys)?;
+    }
+    Ok(())
+}
+
 type LayerFn<'a> = dyn FnMut(&Descriptor) -> Result<Descriptor, Error> + 'a;
 
 fn convert_image(
     store: &Store,
     target: &Descriptor,
-    platform: Option<&Platform>,
+    platforms: &[Platform],
     layer_fn: &mut LayerFn<'_>,
 ) -> Result<Descriptor, Error> {
     if media::is_manifest(&target.media_type) {
@@ -203,17 +331,20 @@ fn convert_image(
     let mut index: Index = read_json(store, &target.digest, "index")?;
     let mut manifests = Vec::new();
     for desc in &index.manifests {
-        let wanted = match (platform, &desc.platform) {
-            (None, _) | (Some(_), None) => true,
-            (Some(want), Some(have)) => have.matches(want),
+        let wanted = match &desc.platform {
+            Some(have) => platforms.is_empty() || platforms.iter().any(|p| have.matches(p)),
+            None => true,
         };
         if wanted && media::is_manifest(&desc.media_type) {
             manifests.push(convert_manifest(store, desc, layer_fn)?);
         }
     }
     if manifests.is_empty() {
-        let which = platform.map_or("any platform".to_string(), |p| p.to_string());
-        return Err(Error::Invalid(format!("image has no manifest for {which}")));
+        let which = match for_platforms(platforms) {
+            none if none.is_empty() => " for any platform".to_string(),
+            some => some,
+        };
+        return Err(Error::Invalid(format!("the image has no manifest{which}")));
     }
     index.manifests = manifests;
     index.media_type = media::OCI_INDEX.to_string();
@@ -274,7 +405,7 @@ fn encrypted_type(media_type: &str) -> Result<String, Error> {
 fn encrypt_layer(
     store: &Store,
     layer: &Descriptor,
-    recipients: &[PublicKey],
+    recipients: &[Recipient],
 ) -> Result<Descriptor, Error> {
     if is_encrypted(layer) {
         return Err(Error::Invalid(format!(
@@ -295,11 +426,35 @@ fn encrypt_layer(
     let (digest, size) = ingest.commit(None)?;
     tracing::debug!(plain = %layer.digest, encrypted = %digest, size, "encrypted layer");
 
-    let wrapped = jwe::wrap(recipients, &opts.to_json())?;
     let mut desc = Descriptor::new(&media_type, digest, size);
     desc.annotations = layer.annotations.clone();
-    desc.annotations
-        .insert(ANNOTATION_JWE.into(), B64.encode(wrapped));
+    let plain = opts.to_json();
+    let mut jwe_keys = Vec::new();
+    let mut certs = Vec::new();
+    let mut pgp_keys = Vec::new();
+    for recipient in recipients {
+        match recipient {
+            Recipient::Jwe(key) => jwe_keys.push(key.clone()),
+            Recipient::Pkcs7(cert) => certs.push((**cert).clone()),
+            Recipient::Pgp(keys) => pgp_keys.extend(keys.iter().cloned()),
+        }
+    }
+    // One wrapping per scheme covers all of its recipients, as ocicrypt does.
+    if !jwe_keys.is_empty() {
+        let wrapped = jwe::wrap(&jwe_keys, &plain)?;
+        desc.annotations
+            .insert(ANNOTATION_JWE.into(), B64.encode(wrapped));
+    }
+    if !certs.is_empty() {
+        let wrapped = pkcs7::wrap(&certs, &plain)?;
+        desc.annotations
+            .insert(ANNOTATION_PKCS7.into(), B64.encode(wrapped));
+    }
+    if !pgp_keys.is_empty() {
+        let wrapped = openpgp::wrap(&pgp_keys, &plain)?;
+        desc.annotations
+            .insert(ANNOTATION_PGP.into(), B64.encode(wrapped));
+    }
     desc.annotations
         .insert(ANNOTATION_PUBOPTS.into(), cipher::public_options(&hmac));
     // The old urls (ipfs://) name the plaintext blob: never carry them over.
@@ -335,18 +490,40 @@ fn layer_options(layer: &Descriptor, keys: &KeyRing) -> Result<(PrivateOptions, 
         ))
     })?;
     let hmac = cipher::parse_public_options(pubopts)?;
-    let private_keys = keys.private_keys();
-    let mut algs = Vec::new();
+    let mut details: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     if let Some(value) = layer.annotations.get(ANNOTATION_JWE) {
-        for entry in value.split(',').filter(|e| !e.is_empty()) {
-            let text = B64.decode(entry.trim()).map_err(|_| {
-                Error::Format(format!(
-                    "layer {}: {ANNOTATION_JWE} is not base64",
-                    layer.digest
-                ))
-            })?;
-            algs.extend(jwe::recipient_algs(&text));
+        let private_keys = keys.private_keys();
+        for text in entries(layer, ANNOTATION_JWE, value)? {
+            details
+                .entry("jwe")
+                .or_default()
+                .extend(jwe::recipient_algs(&text));
             if let Some(json) = jwe::unwrap(&text, &private_keys)? {
+                return Ok((PrivateOptions::from_json(&json)?, hmac));
+            }
+        }
+    }
+    if let Some(value) = layer.annotations.get(ANNOTATION_PKCS7) {
+        let (rsa_keys, certs) = (keys.rsa_keys(), keys.certificates());
+        for der in entries(layer, ANNOTATION_PKCS7, value)? {
+            let count = pkcs7::recipient_count(&der).unwrap_or(0);
+            details
+                .entry("pkcs7")
+                .or_default()
+                .push(format!("{count} RSA certificate(s)"));
+            if let Some(json) = pkcs7::unwrap(&der, &rsa_keys, &certs)? {
+                return Ok((PrivateOptions::from_json(&json)?, hmac));
+            }
+        }
+    }
+    if let Some(value) = layer.annotations.get(ANNOTATION_PGP) {
+        let pgp_keys = keys.pgp_keys();
+        for message in entries(layer, ANNOTATION_PGP, value)? {
+            details
+                .entry("pgp")
+                .or_default()
+                .extend(openpgp::recipient_ids(&message));
+            if let Some(json) = openpgp::unwrap(&message, &pgp_keys)? {
                 return Ok((PrivateOptions::from_json(&json)?, hmac));
             }
         }
@@ -355,9 +532,9 @@ fn layer_options(layer: &Descriptor, keys: &KeyRing) -> Result<(PrivateOptions, 
         .annotations
         .keys()
         .filter_map(|k| k.strip_prefix("org.opencontainers.image.enc.keys."))
-        .map(|scheme| match scheme {
-            "jwe" => format!("jwe recipients ({})", algs.join(", ")),
-            other => format!("{other} recipients"),
+        .map(|scheme| match details.get(scheme) {
+            Some(list) => format!("{scheme} recipients ({})", list.join(", ")),
+            None => format!("{scheme} recipients"),
         })
         .collect();
     if wrapped.is_empty() {
@@ -368,4 +545,20 @@ fn layer_options(layer: &Descriptor, keys: &KeyRing) -> Result<(PrivateOptions, 
         tried: keys.describe(),
         wrapped: wrapped.join(", "),
     })
+}
+
+/// The base64 entries of a comma-separated key annotation, decoded.
+fn entries(layer: &Descriptor, annotation: &str, value: &str) -> Result<Vec<Vec<u8>>, Error> {
+    value
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|entry| {
+            B64.decode(entry.trim()).map_err(|_| {
+                Error::Format(format!(
+                    "layer {}: {annotation} is not base64",
+                    layer.digest
+                ))
+            })
+        })
+        .collect()
 }

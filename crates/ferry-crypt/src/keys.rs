@@ -13,7 +13,7 @@ use rsa::{BoxedUint, PrivateKey as RsaPrivateKey, PublicKey as RsaPublicKey};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::Error;
+use crate::{openpgp, pkcs7, Error};
 
 /// An elliptic curve public key on one of the curves JOSE names.
 #[derive(Clone, Debug)]
@@ -123,6 +123,12 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, Error> {
 /// Reads a private key file, refusing one that group or others may read (as ssh refuses an
 /// unprotected private key).
 pub fn load_private_key(path: &Path, password: Option<&str>) -> Result<PrivateKey, Error> {
+    check_permissions(path)?;
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::key(path, e))?);
+    parse_private_key(&bytes, password).map_err(|reason| Error::key(path, reason))
+}
+
+fn check_permissions(path: &Path) -> Result<(), Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::key(path, e))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -131,8 +137,55 @@ pub fn load_private_key(path: &Path, password: Option<&str>) -> Result<PrivateKe
             format!("permissions {mode:04o} are too open: a private key must not be readable by group or others (chmod 600)"),
         ));
     }
+    Ok(())
+}
+
+/// What a file given to decrypt with holds.
+#[derive(Clone, Debug)]
+pub enum KeyMaterial {
+    /// An RSA or EC private key (jwe, and pkcs7 for RSA).
+    Private(PrivateKey),
+    /// An X.509 certificate naming the pkcs7 recipient a private key is (skopeo takes it in
+    /// the key list, nerdctl as `--dec-recipient pkcs7:FILE`).
+    Certificate(Box<pkcs7::Certificate>),
+    /// OpenPGP secret keys (`gpg --export-secret-keys`, armored or binary).
+    Pgp(Vec<openpgp::SecretKey>),
+}
+
+/// Reads a key file for decryption: a private key, an OpenPGP secret key or a certificate.
+/// Private keys must not be readable by group or others; a certificate is public.
+pub fn load_key_file(path: &Path, password: Option<&str>) -> Result<KeyMaterial, Error> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::key(path, e))?);
-    parse_private_key(&bytes, password).map_err(|reason| Error::key(path, reason))
+    let pem_cert = find(&bytes, b"-----BEGIN CERTIFICATE-----").is_some();
+    let binary = find(&bytes, b"-----BEGIN ").is_none() && !looks_like_json(&bytes);
+    if pem_cert || (binary && !openpgp::looks_like_pgp(&bytes)) {
+        match pkcs7::parse_certificate(&bytes) {
+            Ok(cert) => return Ok(KeyMaterial::Certificate(Box::new(cert))),
+            Err(reason) if pem_cert => return Err(Error::key(path, reason)),
+            Err(_) => {}
+        }
+    }
+    check_permissions(path)?;
+    if openpgp::looks_like_pgp(&bytes) {
+        return openpgp::parse_secret_keys(&bytes, password)
+            .map(KeyMaterial::Pgp)
+            .map_err(|reason| Error::key(path, reason));
+    }
+    parse_private_key(&bytes, password)
+        .map(KeyMaterial::Private)
+        .map_err(|reason| Error::key(path, reason))
+}
+
+/// Reads a pkcs7 recipient's X.509 certificate (PEM or DER, RSA key).
+pub fn load_certificate(path: &Path) -> Result<pkcs7::Certificate, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::key(path, e))?;
+    pkcs7::parse_certificate(&bytes).map_err(|reason| Error::key(path, reason))
+}
+
+/// Reads a pgp recipient's public keys (armored or binary; every key of a keyring).
+pub fn load_pgp_public_keys(path: &Path) -> Result<Vec<openpgp::PublicKey>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::key(path, e))?;
+    openpgp::parse_public_keys(&bytes).map_err(|reason| Error::key(path, reason))
 }
 
 /// Parses a public key from PEM, DER or JWK bytes.

@@ -2,7 +2,8 @@
 //! in skopeo, containerd's imgcrypt and nerdctl, and theirs open in ferry.
 //!
 //! A layer is encrypted with `AES_256_CTR_HMAC_SHA256` ([`cipher`]); its key, nonce and plaintext
-//! digest (the private options) are wrapped for each recipient ([`jwe`]) and stored with the
+//! digest (the private options) are wrapped for the recipients of each scheme ([`jwe`],
+//! [`pkcs7`], [`openpgp`]) and stored with the
 //! public options (the HMAC) as annotations of the layer descriptor. The config stays in clear.
 //! [`image`] converts whole images in a [`ferry_content::Store`] and opens encrypted layers for
 //! unpacking.
@@ -12,6 +13,8 @@ pub mod cipher;
 pub mod image;
 pub mod jwe;
 pub mod keys;
+pub mod openpgp;
+pub mod pkcs7;
 
 pub use image::{decrypt_image, encrypt_image, open_layer, KeyRing, Recipient};
 pub use keys::{KeySpec, PrivateKey, PublicKey};

@@ -159,6 +159,13 @@ pub struct PullArgs {
     /// layer).
     #[arg(long)]
     pub all_platforms: bool,
+    /// Also unpack the image's layers for this host into snapshots, as `run` would (encrypted
+    /// layers need a key: --key, /etc/ferry/ocicrypt/keys or ROOT/keys).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub unpack: Option<bool>,
+    /// A private key for encrypted layers when unpacking: FILE or FILE:PASSWORD; repeatable.
+    #[arg(long, value_name = "FILE[:PASSWORD]")]
+    pub key: Vec<ferry_crypt::KeySpec>,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -143,7 +143,21 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }
     }
+    if args.unpack == Some(true) {
+        unpack(ctx, &name, &args.key).with_context(|| format!("unpack {name}"))?;
+    }
     outln!("{name}");
+    Ok(())
+}
+
+/// `pull --unpack`: the image's snapshots, made under a store lease.
+fn unpack(ctx: &Context, name: &str, keys: &[ferry_crypt::KeySpec]) -> Result<()> {
+    let _lease = ctx.store.lease().context("lease the store")?;
+    let image = find_image(&ctx.store, name)?;
+    let snapshotter = ferry_snapshot::Snapshotter::new(ctx.root.join("snapshots"))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (_, snapshots) = crate::run::unpack(&ctx.root, &ctx.store, &snapshotter, &image, keys)?;
+    tracing::info!(image = name, layers = snapshots.len(), "unpacked");
     Ok(())
 }
 

@@ -28,27 +28,34 @@ pub struct ImageArgs {
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Encrypt an image's layers for recipients (ocicrypt: AES-256-CTR + HMAC-SHA256, keys
-    /// wrapped in JWE) and name the result DST; the config stays readable.
+    /// wrapped in JWE, PKCS#7 or OpenPGP) and name the result DST; the config stays readable.
     #[command(
-        after_help = "Example:\n  ferry image encrypt --recipient jwe:mykey.pub.pem debian:12 debian:12-enc\n\n\
-        The result opens in skopeo (--decryption-key), nerdctl and containerd's imgcrypt. \
-        Not yet: pkcs7 and pgp recipients."
+        after_help = "Examples:\n  ferry image encrypt --recipient jwe:mykey.pub.pem debian:12 debian:12-enc\n  \
+        ferry image encrypt --recipient pkcs7:mycert.pem --recipient pgp:alice.asc debian:12 debian:12-enc\n\n\
+        The result opens in skopeo (--decryption-key), nerdctl and containerd's imgcrypt."
     )]
     Encrypt(EncryptArgs),
     /// Decrypt an encrypted image's layers and name the result DST.
     #[command(
         after_help = "Example:\n  ferry image decrypt --key mykey.pem debian:12-enc debian:12-dec\n\n\
         Keys in /etc/ferry/ocicrypt/keys and ROOT/keys are tried too. A key file must not be \
-        readable by group or others."
+        readable by group or others. A pkcs7 layer needs the RSA key; its certificate \
+        (--dec-recipient pkcs7:CERT, or CERT as a --key) picks the recipient it is."
     )]
     Decrypt(DecryptArgs),
 }
 
-/// The platforms to convert (nerdctl's flags; the default is the host's platform only).
+/// The platforms to convert (nerdctl's flags; the default is the host's platform only, other
+/// platforms are left out of the result).
 #[derive(Args)]
 pub struct PlatformArgs {
-    /// Convert only this platform (os/arch[/variant]); repeatable.
-    #[arg(long, value_name = "PLATFORM", conflicts_with = "all_platforms")]
+    /// Convert only these platforms (os/arch[/variant]); repeatable, or comma-separated.
+    #[arg(
+        long,
+        value_name = "PLATFORM",
+        conflicts_with = "all_platforms",
+        value_delimiter = ','
+    )]
     pub platform: Vec<String>,
     /// Convert every platform of a multi-platform image.
     #[arg(long)]
@@ -58,9 +65,19 @@ pub struct PlatformArgs {
 /// `ferry image encrypt`.
 #[derive(Args)]
 pub struct EncryptArgs {
-    /// Who can decrypt: jwe:PUBLIC_KEY (PEM, DER or JWK; RSA or EC); repeatable.
-    #[arg(long, value_name = "SCHEME:FILE", required = true)]
+    /// Who can decrypt: jwe:PUBLIC_KEY (PEM, DER or JWK; RSA or EC), pkcs7:CERTIFICATE (X.509,
+    /// RSA), pgp:KEY_FILE (armored or binary, a keyring encrypts to all its keys) or pgp:NAME
+    /// (looked up with gpg); repeatable, or comma-separated.
+    #[arg(
+        long,
+        value_name = "SCHEME:FILE",
+        required = true,
+        value_delimiter = ','
+    )]
     pub recipient: Vec<String>,
+    /// gpg's home directory, where pgp:NAME recipients are looked up.
+    #[arg(long, value_name = "DIR")]
+    pub gpg_homedir: Option<PathBuf>,
     #[command(flatten)]
     pub platforms: PlatformArgs,
     /// The local image to encrypt.
@@ -73,9 +90,12 @@ pub struct EncryptArgs {
 #[derive(Args)]
 pub struct DecryptArgs {
     /// A private key: FILE, FILE:PASSWORD, FILE:pass=PASSWORD or FILE:filename=PASSWORD_FILE;
-    /// repeatable.
+    /// repeatable. RSA and EC keys (PEM, DER, JWK) or OpenPGP secret keys.
     #[arg(long, value_name = "FILE[:PASSWORD]")]
     pub key: Vec<KeySpec>,
+    /// The certificate of a pkcs7 recipient the key is: pkcs7:CERT; repeatable.
+    #[arg(long, value_name = "pkcs7:FILE")]
+    pub dec_recipient: Vec<String>,
     #[command(flatten)]
     pub platforms: PlatformArgs,
     /// The local encrypted image.
@@ -96,21 +116,21 @@ fn encrypt(ctx: &Context, args: &EncryptArgs) -> Result<()> {
     let recipients = args
         .recipient
         .iter()
-        .map(|r| Recipient::parse(r))
+        .map(|r| Recipient::parse(r, args.gpg_homedir.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let image = find_image(&ctx.store, &args.src)?;
-    let platform = platform(&args.platforms)?;
-    let target =
-        ferry_crypt::encrypt_image(&ctx.store, &image.target, &recipients, platform.as_ref())
-            .with_context(|| format!("encrypt {}", args.src))?;
+    let platforms = platforms(&args.platforms)?;
+    let target = ferry_crypt::encrypt_image(&ctx.store, &image.target, &recipients, &platforms)
+        .with_context(|| format!("encrypt {}", args.src))?;
     bind(ctx, &args.dst, &target)
 }
 
 fn decrypt(ctx: &Context, args: &DecryptArgs) -> Result<()> {
-    let keys = keyring(&ctx.root, &args.key)?;
+    let mut keys = keyring(&ctx.root, &args.key)?;
+    keys.add_certificates(&dec_recipients(&args.dec_recipient)?)?;
     let image = find_image(&ctx.store, &args.src)?;
-    let platform = platform(&args.platforms)?;
-    let target = ferry_crypt::decrypt_image(&ctx.store, &image.target, &keys, platform.as_ref())
+    let platforms = platforms(&args.platforms)?;
+    let target = ferry_crypt::decrypt_image(&ctx.store, &image.target, &keys, &platforms)
         .with_context(|| format!("decrypt {}", args.src))?;
     bind(ctx, &args.dst, &target)
 }
@@ -127,16 +147,15 @@ fn bind(ctx: &Context, dst: &str, target: &Descriptor) -> Result<()> {
     Ok(())
 }
 
-fn platform(args: &PlatformArgs) -> Result<Option<Platform>> {
+/// The platforms to convert; empty means all of them.
+fn platforms(args: &PlatformArgs) -> Result<Vec<Platform>> {
     if args.all_platforms {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    match args.platform.as_slice() {
-        [] => Ok(Some(Platform::host())),
-        [one] => parse_platform(one).map(Some),
-        // TODO: several --platform values; one or all is what the tests and nerdctl's docs use.
-        _ => bail!("give one --platform or --all-platforms"),
+    if args.platform.is_empty() {
+        return Ok(vec![Platform::host()]);
     }
+    args.platform.iter().map(|p| parse_platform(p)).collect()
 }
 
 fn parse_platform(text: &str) -> Result<Platform> {
@@ -151,6 +170,17 @@ fn parse_platform(text: &str) -> Result<Platform> {
     platform.architecture = architecture.to_string();
     platform.variant = variant.to_string();
     Ok(platform)
+}
+
+/// The certificate files of `--dec-recipient pkcs7:FILE`.
+pub fn dec_recipients(specs: &[String]) -> Result<Vec<PathBuf>> {
+    specs
+        .iter()
+        .map(|spec| match spec.split_once(':') {
+            Some(("pkcs7", file)) => Ok(PathBuf::from(file)),
+            _ => bail!("--dec-recipient {spec}: expected pkcs7:CERTIFICATE_FILE"),
+        })
+        .collect()
 }
 
 /// The keys of `--key` plus those in /etc/ferry/ocicrypt/keys and ROOT/keys.
@@ -173,4 +203,18 @@ pub fn open_layer(
         KeyRing::default()
     };
     Ok(ferry_crypt::open_layer(store, layer, &ring)?)
+}
+
+/// Checks that the keys open every encrypted layer of a manifest (run checks this even when
+/// the layers' snapshots exist, so a host without the key cannot run an image another user
+/// unpacked with it).
+pub fn authorize(root: &Path, layers: &[Descriptor], keys: &[KeySpec]) -> Result<()> {
+    if !layers.iter().any(ferry_crypt::image::is_encrypted) {
+        return Ok(());
+    }
+    let ring = keyring(root, keys)?;
+    for layer in layers {
+        ferry_crypt::image::authorize(layer, &ring)?;
+    }
+    Ok(())
 }

@@ -51,12 +51,13 @@ fn main() {
 }
 
 fn init_tracing(debug: bool) {
-    // rustls-platform-verifier logs each failed verification as an error; ferry's own error
-    // line says it once.
+    // Quieter by default: rustls-platform-verifier logs each failed verification as an error
+    // (ferry's own error line says it once); kad warns at every start of a node with no peers
+    // yet, which is how most start; rPGP warns about every partial-length packet Go's OpenPGP
+    // writes (ocicrypt pgp layers).
     let default = match debug {
         true => "debug",
-        // kad warns at every start of a node with no peers yet, which is how most start
-        false => "warn,rustls_platform_verifier=off,libp2p_kad=error",
+        false => "warn,rustls_platform_verifier=off,libp2p_kad=error,pgp=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -179,15 +179,16 @@ fn run_container(
     }
 }
 
-fn prepare(
+/// Applies the layers of `image`'s manifest for this host as snapshots (those already there
+/// are reused), decrypting encrypted layers with `keys` (and the keys directories); returns
+/// the image config and the snapshots, lowest first.
+pub fn unpack(
     root: &Path,
     store: &Store,
     snapshotter: &Snapshotter,
     image: &ImageRecord,
-    args: &RunArgs,
-    id: &str,
-    name: &str,
-) -> Result<(ContainerDir, Record)> {
+    keys: &[ferry_crypt::KeySpec],
+) -> Result<(ImageConfig, Vec<Snapshot>)> {
     let manifest = resolve_manifest(store, &image.target, &Platform::host())?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
         .with_context(|| format!("image config {}", manifest.config.digest))?;
@@ -200,12 +201,13 @@ fn prepare(
             diff_ids.len()
         );
     }
+    crate::crypt::authorize(root, &manifest.layers, keys)?;
     let mut lowers: Vec<Snapshot> = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
         let mut open = || -> Result<_, ferry_snapshot::Error> {
             // Checked against the layer's digest as it is read (and decrypted and authenticated
             // when it is encrypted): a corrupt blob fails the apply.
-            let blob = crate::crypt::open_layer(root, store, layer, &args.key)
+            let blob = crate::crypt::open_layer(root, store, layer, keys)
                 .map_err(|e| ferry_snapshot::Error::ReadBlob(std::io::Error::other(e)))?;
             ferry_snapshot::decompress(blob)
         };
@@ -214,6 +216,19 @@ fn prepare(
             .with_context(|| format!("apply layer {}", layer.digest))?;
         lowers.push(snapshot);
     }
+    Ok((config, lowers))
+}
+
+fn prepare(
+    root: &Path,
+    store: &Store,
+    snapshotter: &Snapshotter,
+    image: &ImageRecord,
+    args: &RunArgs,
+    id: &str,
+    name: &str,
+) -> Result<(ContainerDir, Record)> {
+    let (config, lowers) = unpack(root, store, snapshotter, image, &args.key)?;
 
     let container = ContainerDir::create(root, id, args.rm)?;
     let bundle = (|| -> Result<Record> {
