@@ -6,7 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ferry, fixture, is_root, ok, output, sha256sum, tool_installed, Daemon};
+use common::{
+    busybox_root, ferry, fixture, is_root, ok, output, sha256sum, tool_installed, Daemon,
+};
 use serde_json::{json, Value};
 
 /// RSA and EC (P-256) key pairs made by openssl, a certificate for the RSA key (`rsa.crt`), private keys in PKCS#8 (Go ocicrypt in
@@ -173,14 +175,6 @@ fn skopeo(args: &[&str]) {
     );
 }
 
-fn loaded_busybox() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    root
-}
-
 #[test]
 fn skopeo_encrypted_image_for_one_and_two_recipients_decrypts_and_runs() {
     let test = "skopeo_encrypted_image_for_one_and_two_recipients_decrypts_and_runs";
@@ -278,7 +272,7 @@ fn ferry_encrypted_image_decrypts_in_skopeo_and_the_python_checker() {
         return;
     }
     let keys = Keys::new();
-    let root = loaded_busybox();
+    let root = busybox_root();
     let r = root.path();
     let rsa_pub = format!("jwe:{}", keys.path("rsa.pub.pem"));
     let ec_pub = format!("jwe:{}", keys.path("ec.pub.pem"));
@@ -348,7 +342,7 @@ fn ferry_encrypted_image_decrypts_in_skopeo_and_the_python_checker() {
 
 /// One encrypted busybox image, exported with `edit` applied, loaded into a fresh root.
 fn damaged(keys: &Keys, edit: impl Fn(&mut Value, &mut Vec<u8>)) -> tempfile::TempDir {
-    let src = loaded_busybox();
+    let src = busybox_root();
     let rsa_pub = format!("jwe:{}", keys.path("rsa.pub.pem"));
     let enc = ok(ferry(src.path()).args([
         "image",
@@ -430,7 +424,7 @@ fn private_key_readable_by_others_is_refused() {
         return;
     }
     let keys = Keys::new();
-    let root = loaded_busybox();
+    let root = busybox_root();
     let key = keys.path("rsa.pem");
     chmod(Path::new(&key), 0o644);
     let (code, _, stderr) =
@@ -621,7 +615,7 @@ fn password_protected_key_opens_with_its_password_only() {
         public.to_str().unwrap(),
     ]);
     chmod(&key, 0o600);
-    let root = loaded_busybox();
+    let root = busybox_root();
     let r = root.path();
     let recipient = format!("jwe:{}", public.display());
     ok(ferry(r).args([
@@ -734,7 +728,7 @@ fn pkcs7_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo() {
     );
 
     // ferry's pkcs7 (and jwe, in the same layer) open in skopeo.
-    let ours = loaded_busybox();
+    let ours = busybox_root();
     let o = ours.path();
     let ec = format!("jwe:{}", keys.path("ec.pub.pem"));
     let enc = ok(ferry(o).args([
@@ -961,7 +955,7 @@ fn pgp_images_from_skopeo_decrypt_in_ferry_and_from_ferry_in_skopeo_and_gpg() {
     assert_eq!(layer_digests(&stored_manifest(r, &dec)), busybox_layers());
 
     // ferry's OpenPGP message: skopeo decrypts the image, gpg the wrapped options.
-    let ours = loaded_busybox();
+    let ours = busybox_root();
     let o = ours.path();
     for (recipient, gpg_home) in [
         (format!("pgp:{}", alice.path("pub.asc")), None),

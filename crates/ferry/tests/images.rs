@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{blobs, ferry, fixture, ok, output, skip_unless_root, tool_installed};
+use common::{blobs, busybox_root, ferry, fixture, ok, output, skip_unless_root, tool_installed};
 
 /// The busybox fixture's manifest digest, config and layer digests (hex), as skopeo reads
 /// the archive.
@@ -45,14 +45,6 @@ fn busybox() -> Busybox {
     }
 }
 
-fn loaded() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    root
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -80,7 +72,7 @@ fn rmi_refuses_an_image_a_kept_container_uses_unless_forced() {
         return;
     }
     let want = busybox();
-    let root = loaded();
+    let root = busybox_root();
     let id = "c0ffee".repeat(10) + "c0ff";
     kept_container(root.path(), &id, &format!("sha256:{}", want.manifest), &[]);
 
@@ -128,7 +120,7 @@ fn rmi_by_id_of_an_image_with_two_names_needs_force() {
         return;
     }
     let want = busybox();
-    let root = loaded();
+    let root = busybox_root();
     ok(ferry(root.path()).args(["tag", "busybox", "127.0.0.1:5000/me/busybox:2"]));
     let short = &want.manifest[..12];
 
@@ -167,7 +159,7 @@ fn prune_all_keeps_what_ipfs_pins_and_removes_the_rest() {
         return;
     }
     let want = busybox();
-    let root = loaded();
+    let root = busybox_root();
     let cid = ok(ferry(root.path()).args(["push", "-q", "ipfs://busybox"]));
     let cid = cid.trim();
     // the IPFS form of the image: its top descriptor and re-encoded manifest, as IPFS serves
@@ -217,7 +209,7 @@ fn collected_images_take_their_snapshots_along_but_not_a_kept_containers() {
     if skip_unless_root("collected_images_take_their_snapshots_along_but_not_a_kept_containers") {
         return;
     }
-    let root = loaded();
+    let root = busybox_root();
     ok(ferry(root.path()).args(["run", "--rm", "busybox", "true"]));
     let committed = root.path().join("snapshots/committed");
     let snapshots = || -> Vec<String> {
@@ -261,7 +253,7 @@ fn image_inspect_and_images_json_show_the_digests_skopeo_reads() {
         return;
     }
     let want = busybox();
-    let root = loaded();
+    let root = busybox_root();
     let out = ok(ferry(root.path()).args(["image", "inspect", "busybox"]));
     let inspect: serde_json::Value = serde_json::from_str(&out).unwrap();
     let image = &inspect[0];

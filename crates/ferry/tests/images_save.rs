@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{ferry, fixture, ok, on_a_pty, output, sha256sum, tool_installed};
+use common::{busybox_root, ferry, fixture, ok, on_a_pty, output, sha256sum, tool_installed};
 
 /// The busybox fixture's manifest, config and layer digests and its diff_id (`sha256:...`), as skopeo
 /// reads the fixture archive.
@@ -39,14 +39,6 @@ fn busybox() -> Busybox {
         layer: text(&raw["layers"][0]["digest"]),
         diff_id: text(&config["rootfs"]["diff_ids"][0]),
     }
-}
-
-fn loaded() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    root
 }
 
 /// `ferry images --digests --format json` as (name, digest) pairs.
@@ -95,7 +87,7 @@ fn save_then_load_into_a_fresh_root_keeps_the_image_digest() {
         return;
     }
     let want = busybox();
-    let root = loaded();
+    let root = busybox_root();
     let dir = tempfile::tempdir().unwrap();
     let name = "docker.io/library/busybox:latest".to_string();
     for format in ["docker", "oci"] {
@@ -141,7 +133,7 @@ fn skopeo_reads_the_saved_archive_as_docker_archive_and_oci_archive() {
         return;
     }
     let want = busybox();
-    let root = loaded();
+    let root = busybox_root();
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("busybox.tar");
     ok(ferry(root.path())
@@ -178,7 +170,7 @@ fn skopeo_reads_the_saved_archive_as_docker_archive_and_oci_archive() {
 
 #[test]
 fn save_refusals_are_one_line() {
-    let root = loaded();
+    let root = busybox_root();
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("x.tar");
     let (code, _, err) = output(
@@ -213,7 +205,7 @@ fn save_refusals_are_one_line() {
 
 #[test]
 fn save_refuses_to_write_an_archive_to_a_terminal() {
-    let root = loaded();
+    let root = busybox_root();
     let mut cmd = ferry(root.path());
     cmd.args(["save", "busybox"]);
     let (code, out) = on_a_pty(cmd);

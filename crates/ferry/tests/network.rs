@@ -10,18 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ferry, fixture, ok, output, skip_unless_root};
+use common::{busybox_root, ferry, fixture, ok, output, skip_unless_root};
 
 /// Where host-local keeps the addresses of ferry's network.
 const LEASES: &str = "/var/lib/cni/networks/ferry";
-
-fn loaded() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    root
-}
 
 fn inspect(root: &Path, name: &str) -> serde_json::Value {
     let out = ok(ferry(root).args(["inspect", name]));
@@ -58,7 +50,7 @@ fn a_container_on_the_bridge_reaches_the_host_and_knows_its_address() {
     if skip_unless_root("a_container_on_the_bridge_reaches_the_host_and_knows_its_address") {
         return;
     }
-    let root = loaded();
+    let root = busybox_root();
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -96,7 +88,7 @@ fn a_published_port_serves_the_container_until_it_is_removed() {
     if skip_unless_root("a_published_port_serves_the_container_until_it_is_removed") {
         return;
     }
-    let root = loaded();
+    let root = busybox_root();
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("index.html"), "served by busybox httpd\n").unwrap();
     let port = free_port();
@@ -196,7 +188,7 @@ fn publishing_needs_the_bridge_network() {
     if skip_unless_root("publishing_needs_the_bridge_network") {
         return;
     }
-    let root = loaded();
+    let root = busybox_root();
     let (code, _, stderr) =
         output(ferry(root.path()).args(["run", "--net", "host", "-p", "80:80", "busybox"]));
     assert_eq!(code, 125);
@@ -212,7 +204,7 @@ fn the_network_of_a_killed_rm_run_is_released_by_the_next_run() {
     if skip_unless_root("the_network_of_a_killed_rm_run_is_released_by_the_next_run") {
         return;
     }
-    let root = loaded();
+    let root = busybox_root();
     let mut run = ferry(root.path())
         .args(["run", "--rm", "busybox", "sleep", "30"])
         .spawn()

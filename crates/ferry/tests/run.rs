@@ -2,22 +2,14 @@
 
 mod common;
 
-use common::{ferry, fixture, ok, output, skip_unless_root, Daemon};
-
-fn loaded_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    root
-}
+use common::{busybox_root, ferry, fixture, ok, output, skip_unless_root, Daemon};
 
 #[test]
 fn run_busybox_prints_what_its_cmd_prints() {
     if skip_unless_root("run_busybox_prints_what_its_cmd_prints") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let stdout = ok(ferry(root.path()).args(["run", "--rm", "busybox"]));
     assert_eq!(stdout, "hello from busybox\n");
     // --rm left no container behind and nothing mounted
@@ -34,7 +26,7 @@ fn run_passes_the_exit_code_through() {
     if skip_unless_root("run_passes_the_exit_code_through") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let (code, _, _) =
         output(ferry(root.path()).args(["run", "--rm", "busybox", "sh", "-c", "exit 3"]));
     assert_eq!(code, 3);
@@ -45,7 +37,7 @@ fn run_applies_env_workdir_and_entrypoint_flags() {
     if skip_unless_root("run_applies_env_workdir_and_entrypoint_flags") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let stdout = ok(ferry(root.path()).args([
         "run",
         "--rm",
@@ -76,7 +68,7 @@ fn run_of_a_missing_command_exits_127() {
     if skip_unless_root("run_of_a_missing_command_exits_127") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let (code, _, stderr) = output(ferry(root.path()).args(["run", "--rm", "busybox", "/no/such"]));
     assert_eq!(code, 127, "stderr: {stderr}");
     let last = stderr.lines().last().unwrap_or_default();
@@ -91,7 +83,7 @@ fn run_by_cid_on_a_second_node_pulls_then_runs() {
     if skip_unless_root("run_by_cid_on_a_second_node_pulls_then_runs") {
         return;
     }
-    let a = loaded_root();
+    let a = busybox_root();
     let b = tempfile::tempdir().unwrap();
     let cid = ok(ferry(a.path()).args(["push", "-q", "ipfs://busybox"]))
         .trim()
@@ -117,7 +109,7 @@ fn a_killed_run_is_cleaned_up_by_the_next_run() {
     if skip_unless_root("a_killed_run_is_cleaned_up_by_the_next_run") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let mut child = ferry(root.path())
         .args(["run", "--rm", "busybox", "sleep", "30"])
         .spawn()

@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ferry, fixture, ok, output, skip_unless_root};
+use common::{busybox_root, ferry, fixture, ok, output, skip_unless_root};
 
 /// A command whose stdin, stdout and stderr are the slave side of a new pseudo-terminal,
 /// which is its controlling terminal; the test holds the master.
@@ -157,20 +157,12 @@ impl Drop for Pty {
     }
 }
 
-fn loaded_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    ok(ferry(root.path())
-        .args(["load", "-i"])
-        .arg(fixture("busybox.tar")));
-    root
-}
-
 #[test]
 fn run_it_gives_an_interactive_shell_that_follows_the_terminal() {
     if skip_unless_root("run_it_gives_an_interactive_shell_that_follows_the_terminal") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let mut cmd = ferry(root.path());
     cmd.args(["run", "-it", "--rm", "busybox", "sh"]);
     let mut pty = Pty::spawn(cmd, 33, 101);
@@ -227,7 +219,7 @@ fn run_it_passes_input_and_the_exit_code() {
     if skip_unless_root("run_it_passes_input_and_the_exit_code") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let mut cmd = ferry(root.path());
     cmd.args([
         "run",
@@ -250,7 +242,7 @@ fn exec_it_opens_a_shell_in_a_running_container() {
     if skip_unless_root("exec_it_opens_a_shell_in_a_running_container") {
         return;
     }
-    let root = loaded_root();
+    let root = busybox_root();
     let id = ok(ferry(root.path()).args([
         "run",
         "-d",

@@ -49,6 +49,37 @@ pub fn busybox_pushed(root: &Path) -> String {
         .to_string()
 }
 
+/// A root with the busybox fixture loaded; every container still in it is force-removed on
+/// drop, so a failed test leaves nothing running or mounted.
+pub struct BusyboxRoot {
+    dir: tempfile::TempDir,
+}
+
+impl BusyboxRoot {
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for BusyboxRoot {
+    fn drop(&mut self) {
+        let (_, ids, _) = output(ferry(self.path()).args(["ps", "-aq", "--no-trunc"]));
+        for id in ids.lines() {
+            let _ = output(ferry(self.path()).args(["rm", "-f", id]));
+        }
+    }
+}
+
+/// A new root with busybox loaded.
+pub fn busybox_root() -> BusyboxRoot {
+    let dir = tempfile::tempdir().unwrap();
+    ok(ferry(dir.path())
+        .args(["load", "-i"])
+        .arg(fixture("busybox.tar")));
+    BusyboxRoot { dir }
+}
+
 /// `ferry --root ROOT ARGS...`.
 pub fn ferry(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
