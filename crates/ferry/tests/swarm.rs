@@ -110,8 +110,7 @@ fn four_hosts_pulling_at_once_share_the_image() {
         stdout
             .lines()
             // the table's row, not the seeder's opening line
-            .filter(|l| l.split_whitespace().next() == Some(host))
-            .last()
+            .rfind(|l| l.split_whitespace().next() == Some(host))
             .unwrap_or_else(|| panic!("no row for {host}: {stdout}"))
             .split_whitespace()
             .map(str::to_string)
