@@ -1,5 +1,5 @@
 //! Swarming (issue 9): a seeder and four pullers in network namespaces on a bridge, every link
-//! limited to 80 Mbit/s each way by tc, all pulling one image at the same moment through their
+//! limited to 100 Mbit/s each way by tc, all pulling one image at the same moment through their
 //! daemons (scripts/swarm.sh does the setup, the pulls, the checks and the cleanup). Every pull
 //! must complete with the seeder's image, and the seeder must upload less than four copies:
 //! the pullers carried the rest between them.
@@ -18,7 +18,9 @@ const PULLERS: u64 = 4;
 fn random_image(dir: &Path, archive: &Path) -> u64 {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
-    pseudo_random_file(&rootfs.join("data"), 6 << 20, std::process::id() as u64);
+    // 96 leaves of 256 KiB: more than the 32 want-blocks a puller queues at one peer, so some
+    // wait and go to the pullers that hold them by then (fewer and the swarm has nothing to do)
+    pseudo_random_file(&rootfs.join("data"), 24 << 20, std::process::id() as u64);
     let layout = dir.join("layout");
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -93,7 +95,7 @@ fn four_hosts_pulling_at_once_share_the_image() {
 
     let out = Command::new(workspace().join("scripts/swarm.sh"))
         .arg(PULLERS.to_string())
-        .args(["--rate", "80mbit", "--image"])
+        .args(["--rate", "100mbit", "--image"])
         .arg(&archive)
         .env("FERRY_BIN", env!("CARGO_BIN_EXE_ferry"))
         .output()
