@@ -402,6 +402,13 @@ impl Bitswap {
         })
     }
 
+    /// Says that the store now holds `cid` (a block just verified, for example of a blob
+    /// still being fetched): peers that were answered DONT_HAVE for it are told HAVE, so a
+    /// swarm of nodes fetching the same blocks trade them as they arrive.
+    pub fn announce(&self, cid: &Cid) {
+        server::announce(&self.inner, cid);
+    }
+
     /// Peers currently connected, as reported to [`Bitswap::peer_connected`].
     pub fn peers(&self) -> Vec<PeerId> {
         self.inner.client().peers()

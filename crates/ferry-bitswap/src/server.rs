@@ -1,7 +1,7 @@
 //! The server: a bounded queue of wants per peer, answered from the [`crate::Blockstore`] on
 //! an outbound stream of our own (formats.md 2.1 and 2.4).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,6 +41,9 @@ pub(crate) struct Ledger {
 struct WantQueue {
     order: VecDeque<Cid>,
     wants: HashMap<Cid, Task>,
+    /// Wants answered DONT_HAVE and not cancelled: when the block arrives here (see
+    /// [`announce`]) the peer is told HAVE, as boxo's server keeps wantlists.
+    missed: HashSet<Cid>,
 }
 
 /// One queued want.
@@ -71,8 +74,10 @@ impl WantQueue {
         if entry.cancel {
             // The order slot is skipped when popped; see `take`.
             self.wants.remove(&cid);
+            self.missed.remove(&cid);
             return true;
         }
+        self.missed.remove(&cid);
 
         let task = Task {
             want_type: entry.want_type(),
@@ -101,6 +106,18 @@ impl WantQueue {
     fn clear(&mut self) {
         self.order.clear();
         self.wants.clear();
+        self.missed.clear();
+    }
+
+    /// Remembers wants answered DONT_HAVE, up to `limit`.
+    fn missed(&mut self, replies: &[Reply], limit: usize) {
+        for reply in replies {
+            if let Reply::DontHave(cid) = reply {
+                if self.missed.len() < limit {
+                    self.missed.insert(*cid);
+                }
+            }
+        }
     }
 
     /// Pops up to `count` live wants, oldest first.
@@ -160,6 +177,26 @@ pub(crate) fn handle_wantlist(inner: &Arc<Inner>, peer: PeerId, wantlist: &Wantl
     ledger.notify.notify_one();
 }
 
+/// Tells every peer that was answered DONT_HAVE for `cid` (and has not cancelled) that we have
+/// it now: a want-have is queued for it, answered HAVE (or with the block when small).
+pub(crate) fn announce(inner: &Arc<Inner>, cid: &Cid) {
+    let ledgers: Vec<Arc<Ledger>> = inner.server().ledgers.values().cloned().collect();
+    let have = Task {
+        want_type: WantType::Have,
+        send_dont_have: false,
+    };
+    for ledger in ledgers {
+        let mut queue = ledger.queue();
+        if !queue.missed.remove(cid) || queue.wants.contains_key(cid) {
+            continue;
+        }
+        queue.wants.insert(*cid, have);
+        queue.order.push_back(*cid);
+        drop(queue);
+        ledger.notify.notify_one();
+    }
+}
+
 /// The peer's ledger, created with its responder task on first use.
 fn ledger(inner: &Arc<Inner>, peer: PeerId) -> Arc<Ledger> {
     let mut server = inner.server();
@@ -187,7 +224,11 @@ fn retire(inner: &Inner, peer: PeerId, ledger: &Arc<Ledger>) -> bool {
         .ledgers
         .get(&peer)
         .is_some_and(|known| Arc::ptr_eq(known, ledger));
-    if current && !ledger.queue().wants.is_empty() {
+    let busy = {
+        let queue = ledger.queue();
+        !queue.wants.is_empty() || !queue.missed.is_empty()
+    };
+    if current && busy {
         return false;
     }
     if current {
@@ -220,7 +261,11 @@ async fn respond(inner: Arc<Inner>, peer: PeerId, ledger: Arc<Ledger>) {
         }
 
         let (replies, leftover) = look_up(&inner, batch).await;
-        ledger.queue().put_back(leftover);
+        {
+            let mut queue = ledger.queue();
+            queue.put_back(leftover);
+            queue.missed(&replies, config.max_queued_wants_per_peer);
+        }
         for message in pack(replies, config.response_target_size) {
             if let Err(error) = outbound.send(&message).await {
                 tracing::debug!(%peer, %error, "could not send replies");

@@ -176,6 +176,16 @@ impl Ingest {
         Ok(n)
     }
 
+    /// A second handle on the temporary file, for reading what was written (with positioned
+    /// reads) while the ingest goes on; it stays valid after the commit renames the file.
+    pub fn reader(&self) -> Result<File, Error> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("ingest file".into()))?;
+        file.try_clone().map_err(|e| Error::io(&self.path, e))
+    }
+
     /// Writes `data` at `offset`, for blocks that arrive in any order.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         self.hasher = None;

@@ -21,11 +21,13 @@ mod blobs;
 mod error;
 mod gc;
 mod meta;
+mod partial;
 
 pub use blobs::{Ingest, ScratchDir, VerifiedBlob};
 pub use error::{Error, ErrorKind};
 pub use gc::{Exclusive, GcReport, Lease};
 pub use meta::{BlockEntry, BlockLocation, ImageRecord};
+pub use partial::PartialBlock;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,6 +37,7 @@ use std::sync::Mutex;
 pub struct Store {
     root: PathBuf,
     db: Mutex<rusqlite::Connection>,
+    partial: partial::PartialBlocks,
 }
 
 impl Store {
@@ -52,6 +55,7 @@ impl Store {
         Ok(Store {
             root,
             db: Mutex::new(db),
+            partial: partial::PartialBlocks::default(),
         })
     }
 

@@ -214,19 +214,20 @@ impl Store {
         }
     }
 
-    /// Whether the block `cid` is indexed and its bytes present.
+    /// Whether the block `cid` is indexed and its bytes present, or is a verified block of a
+    /// blob still being fetched ([`Store::add_partial_block`]).
     pub fn has_block(&self, cid: &Cid) -> Result<bool, Error> {
         Ok(match self.block_location(cid)? {
             Some(BlockLocation::Inline(_)) => true,
             Some(BlockLocation::Blob { digest, .. }) => self.has_blob(&digest),
-            None => false,
+            None => self.partial_block_size(cid).is_some(),
         })
     }
 
-    /// The bytes of block `cid`, if held.
+    /// The bytes of block `cid`, if held (indexed, or of a blob still being fetched).
     pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
         match self.block_location(cid)? {
-            None => Ok(None),
+            None => self.partial_block(cid),
             Some(BlockLocation::Inline(data)) => Ok(Some(data)),
             Some(BlockLocation::Blob {
                 digest,

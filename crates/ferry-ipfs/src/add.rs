@@ -137,9 +137,10 @@ impl ferry_bitswap::Blockstore for StoreBlocks {
 
     fn size(&self, cid: &Cid) -> std::io::Result<Option<usize>> {
         let location = self.0.block_location(cid).map_err(std::io::Error::other)?;
-        Ok(location.map(|l| match l {
-            BlockLocation::Inline(data) => data.len(),
-            BlockLocation::Blob { length, .. } => length as usize,
-        }))
+        Ok(match location {
+            Some(BlockLocation::Inline(data)) => Some(data.len()),
+            Some(BlockLocation::Blob { length, .. }) => Some(length as usize),
+            None => self.0.partial_block_size(cid),
+        })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cid::Cid;
 use ferry_bitswap::Bitswap;
-use ferry_content::{BlockEntry, BlockLocation, Store};
+use ferry_content::{BlockEntry, BlockLocation, PartialBlock, Store};
 use ferry_oci::Digest;
 use ferry_unixfs::{decode_file_node, FileNode, RAW};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -27,6 +27,11 @@ pub type FetchProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 /// given; without it the file must not exceed `max_size`. `timeout` bounds the wait for any
 /// one block. Returns the blob's digest and size. Cancel-safe: dropping the future discards the
 /// partial file.
+///
+/// Every verified block is served on at once, before the file is complete (it is readable from
+/// the ingest file through [`Store::add_partial_block`] and announced to peers that asked for
+/// it), and the leaves are asked for in an order of this fetch's own, so that nodes fetching
+/// the same file at once hold different blocks early and trade them (issue 9).
 pub async fn fetch_blob(
     bitswap: &Bitswap,
     store: &Arc<Store>,
@@ -49,6 +54,12 @@ pub async fn fetch_blob(
     }
     let limit = expected.map_or(max_size, |(_, size)| size);
     let mut ingest = store.ingest()?;
+    let reader = Arc::new(ingest.reader()?);
+    let mut served = ServedEarly {
+        store,
+        cids: Vec::new(),
+    };
+    let mut order = Shuffle::new(&root);
     let mut inline = Vec::new();
     let mut leaves = Vec::new();
     let mut pending = FuturesUnordered::new();
@@ -67,6 +78,16 @@ pub async fn fetch_blob(
                 file_size.get_or_insert(bytes.len() as u64);
                 ingest.write_at(offset, &bytes)?;
                 progress(bytes.len() as u64);
+                let early = if cid.codec() == RAW {
+                    PartialBlock::Range {
+                        file: reader.clone(),
+                        offset,
+                        length: bytes.len() as u64,
+                    }
+                } else {
+                    PartialBlock::Inline(Arc::from(&data[..]))
+                };
+                served.add(bitswap, cid, early);
                 if cid.codec() == RAW {
                     leaves.push((cid, offset, bytes.len() as u64));
                 } else {
@@ -83,7 +104,13 @@ pub async fn fetch_blob(
                     cid,
                     location: BlockLocation::Inline(data.to_vec()),
                 });
-                queued.extend(children.iter().map(|c| (c.cid, offset + c.offset)));
+                served.add(bitswap, cid, PartialBlock::Inline(Arc::from(&data[..])));
+                let mut links: Vec<(Cid, u64)> = children
+                    .iter()
+                    .map(|c| (c.cid, offset + c.offset))
+                    .collect();
+                order.shuffle(&mut links);
+                queued.extend(links);
             }
         }
         while pending.len() < BLOCKS_IN_FLIGHT {
@@ -101,7 +128,59 @@ pub async fn fetch_blob(
         });
     }
     crate::add::index_file(store, root, &digest, inline, leaves)?;
+    drop(served);
     Ok((digest, size))
+}
+
+/// The blocks of one fetch served from its ingest file; forgotten when dropped (once they are
+/// indexed in the blob, or when the fetch failed or was cancelled).
+struct ServedEarly<'a> {
+    store: &'a Arc<Store>,
+    cids: Vec<Cid>,
+}
+
+impl ServedEarly<'_> {
+    fn add(&mut self, bitswap: &Bitswap, cid: Cid, block: PartialBlock) {
+        self.store.add_partial_block(&cid, block);
+        self.cids.push(cid);
+        bitswap.announce(&cid);
+    }
+}
+
+impl Drop for ServedEarly<'_> {
+    fn drop(&mut self) {
+        self.store.forget_partial_blocks(&self.cids);
+    }
+}
+
+/// A small xorshift generator seeded per fetch (time, process, file), to ask for the links of
+/// a node in an order no other node shares. Not for anything secret.
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn new(root: &Cid) -> Shuffle {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        root.hash().digest().hash(&mut hasher);
+        std::process::id().hash(&mut hasher);
+        std::time::SystemTime::now().hash(&mut hasher);
+        Shuffle(hasher.finish() | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fisher-Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
 }
 
 fn check_range(root: Cid, offset: u64, len: u64, limit: u64) -> Result<(), Error> {
