@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{busybox_root, ferry, fixture, ok, output, skip_unless_root};
+use common::{busybox_root, ferry, ok, output, skip_unless_root};
 
 /// Where host-local keeps the addresses of ferry's network.
 const LEASES: &str = "/var/lib/cni/networks/ferry";

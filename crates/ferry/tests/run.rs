@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{busybox_root, ferry, fixture, ok, output, skip_unless_root, Daemon};
+use common::{busybox_root, ferry, ok, output, skip_unless_root, Daemon};
 
 #[test]
 fn run_busybox_prints_what_its_cmd_prints() {

@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{busybox_root, ferry, fixture, ok, output, skip_unless_root};
+use common::{busybox_root, ferry, ok, output, skip_unless_root};
 
 /// A command whose stdin, stdout and stderr are the slave side of a new pseudo-terminal,
 /// which is its controlling terminal; the test holds the master.
