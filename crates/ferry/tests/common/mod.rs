@@ -565,18 +565,18 @@ fn spawn_reading(cmd: &mut Command, mut on_line: impl FnMut(String) + Send + 'st
     child
 }
 
-/// Runs `cmd` with stdin, stdout and stderr on a new pseudo-terminal of 24x100 and returns
-/// everything it wrote there, once it exits (within 30 s).
-pub fn on_a_pty(mut cmd: Command) -> (i32, Vec<u8>) {
+/// A new pseudo-terminal of `rows` x `cols`: its master side and its slave side.
+pub fn open_pty(rows: u16, cols: u16) -> (std::fs::File, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;
     let (mut master, mut slave) = (0, 0);
     let size = libc::winsize {
-        ws_row: 24,
-        ws_col: 100,
+        ws_row: rows,
+        ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: openpty writes two descriptors into the given ints; name and termios are null.
+    // SAFETY: openpty writes two descriptors into the given ints; the name buffer is null
+    // (not wanted) and the termios pointer null (defaults).
     let rc = unsafe {
         libc::openpty(
             &mut master,
@@ -588,12 +588,18 @@ pub fn on_a_pty(mut cmd: Command) -> (i32, Vec<u8>) {
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened and are owned here only.
-    let (mut master, slave) = unsafe {
+    unsafe {
         (
             std::fs::File::from_raw_fd(master),
             std::os::fd::OwnedFd::from_raw_fd(slave),
         )
-    };
+    }
+}
+
+/// Runs `cmd` with stdin, stdout and stderr on a new pseudo-terminal of 24x100 and returns
+/// everything it wrote there, once it exits (within 30 s).
+pub fn on_a_pty(mut cmd: Command) -> (i32, Vec<u8>) {
+    let (mut master, slave) = open_pty(24, 100);
     cmd.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave);
