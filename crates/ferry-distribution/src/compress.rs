@@ -227,10 +227,7 @@ impl Converter<'_> {
     }
 
     fn read(&self, d: &Descriptor) -> Result<Vec<u8>, Fail> {
-        json::check_size(d.size, &format!("manifest {}", d.digest))?;
-        self.store
-            .read_blob(&d.digest)
-            .map_err(|e| Fail::store(&d.digest, e))
+        json::read_document(self.store, d)
     }
 
     fn write<T: serde::Serialize>(

@@ -77,6 +77,24 @@ pub(crate) fn check_size(len: u64, what: &str) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Reads a manifest or index of the store, refusing one over the JSON cap; a missing one is
+/// named with the hint that fetches it (an index's other platforms are kept only with
+/// `--all-platforms`).
+pub(crate) fn read_document(
+    store: &ferry_content::Store,
+    d: &ferry_oci::Descriptor,
+) -> Result<Vec<u8>, Fail> {
+    check_size(d.size, &format!("manifest {}", d.digest))?;
+    store.read_blob(&d.digest).map_err(|e| {
+        let hint = match e.kind() {
+            ferry_content::ErrorKind::NotFound => " (pull it with --all-platforms)",
+            _ => "",
+        };
+        let fail = Fail::store(&d.digest, e);
+        Fail::new(fail.kind, format!("{}{hint}", fail.why))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,7 +242,7 @@ impl Planner<'_> {
         }
 
         let mut manifests = Vec::new();
-        let mut changed = has_ipfs_urls(source);
+        let mut changed = source.ipfs_url().is_some();
         for entry in index.manifests.iter_mut() {
             let bytes = self.read(entry)?;
             let manifest = self.manifest(entry, bytes)?;
@@ -271,9 +271,9 @@ impl Planner<'_> {
             return Err(Fail::new(ErrorKind::Unsupported, why));
         }
         let mut manifest: Manifest = json::decode(&bytes, &what)?;
-        let changed = has_ipfs_urls(desc)
-            || has_ipfs_urls(&manifest.config)
-            || manifest.layers.iter().any(has_ipfs_urls);
+        let changed = desc.ipfs_url().is_some()
+            || manifest.config.ipfs_url().is_some()
+            || manifest.layers.iter().any(|l| l.ipfs_url().is_some());
         for d in std::iter::once(&mut manifest.config).chain(manifest.layers.iter_mut()) {
             d.urls.retain(|u| !u.starts_with("ipfs://"));
         }
@@ -324,27 +324,8 @@ impl Planner<'_> {
     }
 
     fn read(&self, desc: &Descriptor) -> Result<Vec<u8>, Fail> {
-        if desc.size > json::MAX_JSON {
-            let why = format!(
-                "manifest {} is larger than {} bytes",
-                desc.digest,
-                json::MAX_JSON
-            );
-            return Err(Fail::invalid(why));
-        }
-        self.store.read_blob(&desc.digest).map_err(|e| {
-            let hint = match e.kind() {
-                ferry_content::ErrorKind::NotFound => " (pull it with --all-platforms)",
-                _ => "",
-            };
-            let fail = Fail::store(&desc.digest, e);
-            Fail::new(fail.kind, format!("{}{hint}", fail.why))
-        })
+        json::read_document(self.store, desc)
     }
-}
-
-fn has_ipfs_urls(d: &Descriptor) -> bool {
-    d.urls.iter().any(|u| u.starts_with("ipfs://"))
 }
 
 /// One push's clients, image and store.

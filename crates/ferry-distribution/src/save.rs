@@ -99,7 +99,7 @@ struct Plan {
 impl Plan {
     fn add(&mut self, store: &Store, image: &SaveImage, opts: &SaveOptions) -> Result<(), Fail> {
         let top = &image.target;
-        let bytes = read_document(store, top)?;
+        let bytes = json::read_document(store, top)?;
         let media_type = json::media_type_of(&bytes, &format!("manifest {}", top.digest))?;
         let mut manifests = Vec::new();
         if media::is_manifest(&media_type) {
@@ -107,7 +107,7 @@ impl Plan {
         } else if media::is_index(&media_type) {
             let index: Index = json::decode(&bytes, &format!("index {}", top.digest))?;
             for entry in chosen(store, &index, &top.digest, &opts.platforms)? {
-                let child = read_document(store, &entry)?;
+                let child = json::read_document(store, &entry)?;
                 manifests.push((entry, child));
             }
         } else {
@@ -122,7 +122,9 @@ impl Plan {
             self.blob(store, &manifest.config, &what)?;
             let mut layers = Vec::new();
             for layer in &manifest.layers {
-                if !layer.urls.is_empty() && !has_ipfs_url(layer) && !store.has_blob(&layer.digest)
+                if !layer.urls.is_empty()
+                    && layer.ipfs_url().is_none()
+                    && !store.has_blob(&layer.digest)
                 {
                     continue;
                 }
@@ -248,23 +250,6 @@ fn chosen(
         PlatformChoice::Default if !all_here => vec![for_platform(&Platform::host())?],
         PlatformChoice::Default | PlatformChoice::All => index.manifests.clone(),
     })
-}
-
-/// Reads a manifest or index from the store, refusing one over the JSON cap.
-fn read_document(store: &Store, d: &Descriptor) -> Result<Vec<u8>, Fail> {
-    json::check_size(d.size, &format!("manifest {}", d.digest))?;
-    store.read_blob(&d.digest).map_err(|e| {
-        let hint = match e.kind() {
-            ferry_content::ErrorKind::NotFound => " (pull it with --all-platforms)",
-            _ => "",
-        };
-        let fail = Fail::store(&d.digest, e);
-        Fail::new(fail.kind, format!("{}{hint}", fail.why))
-    })
-}
-
-fn has_ipfs_url(d: &Descriptor) -> bool {
-    d.urls.iter().any(|u| u.starts_with("ipfs://"))
 }
 
 /// Where a blob lives in the archive.
