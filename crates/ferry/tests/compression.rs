@@ -8,22 +8,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{ferry, fixture, ok, sha256sum, skip_unless_root, tool_installed, Registry};
+use common::{ferry, fixture, ok, sha256sum, skip_unless_root, skopeo, tool_installed, Registry};
 
 fn tools(test: &str) -> bool {
     ["skopeo", "docker-registry", "zstd", "gzip"]
         .iter()
         .all(|t| tool_installed(test, t))
-}
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {

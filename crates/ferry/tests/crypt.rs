@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    busybox_root, ferry, fixture, is_root, ok, output, sha256sum, tool_installed, Daemon,
+    busybox_root, ferry, fixture, is_root, ok, output, sha256sum, skopeo, tool_installed, Daemon,
 };
 use serde_json::{json, Value};
 
@@ -164,15 +164,6 @@ fn put_blob(blobs: &Path, bytes: &[u8], desc: &mut Value) {
 
 fn busybox_layers() -> Vec<String> {
     layer_digests(&layout_manifest(&fixture("busybox")))
-}
-
-fn skopeo(args: &[&str]) {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -8,20 +8,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ferry, fixture, ok, output, sha256sum, tool_installed, Daemon, Registry};
+use common::{ferry, fixture, ok, output, sha256sum, skopeo, tool_installed, Daemon, Registry};
 
 fn tools(test: &str) -> bool {
     tool_installed(test, "skopeo") && tool_installed(test, "docker-registry")
-}
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn sha256_of(bytes: &[u8]) -> String {

@@ -4,25 +4,12 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{
-    blobs, busybox_pushed, ferry, fixture, ok, output, sha256sum, tool_installed, Registry,
+    blobs, busybox_pushed, ferry, fixture, ok, output, sha256sum, skopeo, tool_installed, Registry,
 };
 
 fn tools(test: &str) -> bool {
     tool_installed(test, "skopeo") && tool_installed(test, "docker-registry")
-}
-
-/// `skopeo ARGS...` (plain HTTP to the test registry); stdout.
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// The `(digest, size)` of the config and each layer of a manifest.

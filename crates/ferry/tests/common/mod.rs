@@ -71,6 +71,20 @@ impl Drop for BusyboxRoot {
     }
 }
 
+/// `skopeo ARGS...`, which must succeed; its stdout.
+pub fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A new root with busybox loaded.
 pub fn busybox_root() -> BusyboxRoot {
     let dir = tempfile::tempdir().unwrap();
