@@ -6,9 +6,11 @@
 #![warn(missing_docs)]
 
 pub mod footer;
+pub mod read;
 pub mod toc;
 
 pub use footer::{build_footer, parse_footer, FOOTER_SIZE};
+pub use read::{read_toc, toc_from_member, toc_json_from_member, ReadToc, MAX_TOC_SIZE};
 pub use toc::{Toc, TocEntry};
 
 /// Layer annotation: the digest of the TOC's JSON bytes (as stored in `stargz.index.json`).
