@@ -4,55 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{
-    busybox_pushed, ferry, ok, skip_unless_root, tool_installed, workspace, RegistryServe,
+    busybox_pushed, ferry, ok, shared_peers, skip_unless_root, tool_installed, Containerd,
+    RegistryServe,
 };
-
-fn shared_peers() -> PathBuf {
-    workspace().join("../shared/peers")
-}
-
-/// containerd started by the shared script under a temporary directory, killed by its PID and
-/// waited for when dropped.
-struct Containerd {
-    dir: tempfile::TempDir,
-    pid: i32,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::tempdir().unwrap();
-        let script = shared_peers().join("start-containerd.sh");
-        let pid = ok(Command::new(script).arg(dir.path()))
-            .trim()
-            .parse()
-            .unwrap();
-        Containerd { dir, pid }
-    }
-
-    fn ctr(&self) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("-a").arg(self.dir.path().join("containerd.sock"));
-        cmd
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..250 {
-            if nix::sys::signal::kill(pid, None).is_err() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-}
 
 #[test]
 fn containerd_pulls_and_runs_an_ipfs_image_through_the_endpoint() {

@@ -645,3 +645,58 @@ pub fn on_a_pty(mut cmd: Command) -> (i32, Vec<u8>) {
     };
     (code, reader.join().unwrap())
 }
+
+/// The shared peers folder beside the project (start scripts, known values).
+pub fn shared_peers() -> PathBuf {
+    workspace().join("../shared/peers")
+}
+
+/// containerd started by the shared script under a temporary directory, killed by its PID and
+/// waited for when dropped.
+pub struct Containerd {
+    /// Its state, config and socket.
+    pub dir: tempfile::TempDir,
+    pid: i32,
+}
+
+impl Containerd {
+    /// Starts containerd (`../shared/peers/start-containerd.sh`) under a temporary directory.
+    pub fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let script = shared_peers().join("start-containerd.sh");
+        let pid = ok(Command::new(script).arg(dir.path()))
+            .trim()
+            .parse()
+            .unwrap();
+        Containerd { dir, pid }
+    }
+
+    /// `ctr` talking to this containerd.
+    pub fn ctr(&self) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a").arg(self.dir.path().join("containerd.sock"));
+        cmd
+    }
+
+    /// `ctr-remote` (stargz-snapshotter's converter, built by scripts/install-peers.sh) talking
+    /// to this containerd.
+    pub fn ctr_remote(&self) -> Command {
+        let mut cmd = Command::new(peers_dir().join("ctr-remote"));
+        cmd.arg("-a").arg(self.dir.path().join("containerd.sock"));
+        cmd
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..250 {
+            if nix::sys::signal::kill(pid, None).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
