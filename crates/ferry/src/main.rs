@@ -38,7 +38,10 @@ mod shim;
 use clap::Parser;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => parse_failed(e),
+    };
     init_tracing(cli.debug);
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
@@ -48,6 +51,31 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Prints clap's message and exits with its code, except that a bad `run` command line exits
+/// 125 as `docker run` does (clap's code is 2); `--help` and `--version` still exit 0.
+fn parse_failed(e: clap::Error) -> ! {
+    let _ = e.print();
+    let code = match e.use_stderr() && names_run(std::env::args().skip(1)) {
+        true => 125,
+        false => e.exit_code(),
+    };
+    std::process::exit(code)
+}
+
+/// Whether the command is `run`: the first word that is not a global option.
+fn names_run(mut args: impl Iterator<Item = String>) -> bool {
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--root" => {
+                args.next();
+            }
+            flag if flag.starts_with('-') => {}
+            command => return command == "run",
+        }
+    }
+    false
 }
 
 fn init_tracing(debug: bool) {

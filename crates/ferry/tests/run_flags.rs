@@ -257,3 +257,22 @@ fn pull_never_refuses_an_image_that_is_not_here() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_malformed_run_flag_exits_125_as_docker_run_does() {
+    let root = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) =
+        output(ferry(root.path()).args(["run", "--rm", "-p", "99999:80", "busybox", "true"]));
+    assert_eq!(code, 125, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("error: invalid value '99999:80' for '--publish"),
+        "{stderr}"
+    );
+    // other commands keep clap's usage code, and help is not an error
+    let (code, _, _) = output(ferry(root.path()).args(["images", "--no-such-flag"]));
+    assert_eq!(code, 2);
+    let (code, stdout, _) = output(ferry(root.path()).args(["run", "--help"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: ferry run"), "{stdout}");
+}
