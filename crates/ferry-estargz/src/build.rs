@@ -138,7 +138,10 @@ fn order(items: Vec<Item>, prioritized: &[String]) -> (Vec<Next>, Vec<String>) {
         }
         move_with_parents(&clean, &items, &index, &mut moved, &mut first);
     }
-    let mut out: Vec<Next> = first.into_iter().map(|i| Next::Item(items[i].clone())).collect();
+    let mut out: Vec<Next> = first
+        .into_iter()
+        .map(|i| Next::Item(items[i].clone()))
+        .collect();
     out.push(Next::Landmark(PREFETCH_LANDMARK));
     out.extend(
         items
@@ -223,7 +226,10 @@ impl<W: Write> Writer<W> {
 
     fn write_plain(&mut self, bytes: &[u8]) -> Result<(), Error> {
         if self.gz.is_none() {
-            let bare = self.bare.take().expect("a writer is bare when no member is open");
+            let bare = self
+                .bare
+                .take()
+                .expect("a writer is bare when no member is open");
             self.gz = Some(GzEncoder::new(bare, self.level));
         }
         let gz = self.gz.as_mut().expect("a member is open");
@@ -234,7 +240,12 @@ impl<W: Write> Writer<W> {
     }
 
     /// Copies `len` bytes from `from` into the stream, feeding them to `hashers` as well.
-    fn copy<R: Read>(&mut self, from: &mut R, len: u64, hashers: &mut [&mut Sha256]) -> Result<(), Error> {
+    fn copy<R: Read>(
+        &mut self,
+        from: &mut R,
+        len: u64,
+        hashers: &mut [&mut Sha256],
+    ) -> Result<(), Error> {
         let mut left = len;
         let mut buf = vec![0u8; 64 << 10];
         while left > 0 {
@@ -250,7 +261,12 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
-    fn entry<S: Read + Seek>(&mut self, meta: &Meta, item: &Item, spool: &mut S) -> Result<(), Error> {
+    fn entry<S: Read + Seek>(
+        &mut self,
+        meta: &Meta,
+        item: &Item,
+        spool: &mut S,
+    ) -> Result<(), Error> {
         spool
             .seek(SeekFrom::Start(item.start))
             .map_err(|e| Error::Io(format!("read the spool file: {e}")))?;
@@ -265,7 +281,12 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes a file's payload as chunks, each starting a member, and its TOC entries.
-    fn payload<S: Read>(&mut self, mut entry: TocEntry, size: u64, from: &mut S) -> Result<(), Error> {
+    fn payload<S: Read>(
+        &mut self,
+        mut entry: TocEntry,
+        size: u64,
+        from: &mut S,
+    ) -> Result<(), Error> {
         if entry.kind != "reg" {
             self.toc.entries.push(entry);
             return Ok(());
@@ -344,9 +365,13 @@ impl<W: Write> Writer<W> {
         self.write_plain(&vec![0u8; pad])?;
         self.close_member()?;
         let mut bare = self.bare.take().expect("no member is open");
-        bare.write_all(&build_footer(toc_offset)).map_err(write_err)?;
+        bare.write_all(&build_footer(toc_offset))
+            .map_err(write_err)?;
         bare.inner.flush().map_err(write_err)?;
-        let (digest, size) = (Digest::from_bytes(bare.hash.finalize().into()), bare.written);
+        let (digest, size) = (
+            Digest::from_bytes(bare.hash.finalize().into()),
+            bare.written,
+        );
         Ok(Built {
             digest,
             size,
@@ -377,7 +402,11 @@ fn plain_header(name: &str, size: u64) -> Result<[u8; 512], Error> {
 }
 
 /// `name` unless it is what the last entry with this id said (the TOC leaves it out then).
-fn name_if_changed(last: &mut std::collections::HashMap<i64, String>, id: i64, name: &str) -> String {
+fn name_if_changed(
+    last: &mut std::collections::HashMap<i64, String>,
+    id: i64,
+    name: &str,
+) -> String {
     if name.is_empty() || last.get(&id).is_some_and(|n| n == name) {
         return String::new();
     }

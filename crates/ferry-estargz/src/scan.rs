@@ -105,7 +105,7 @@ pub(crate) fn scan<R: Read, W: Write>(input: R, spool: W) -> Result<Scanned, Err
             continue;
         }
 
-        let (meta, pax_size) = pending.take().meta(&header, kind, reader.pos)?;
+        let (meta, pax_size) = pending.take().meta(header, kind, reader.pos)?;
         // Go's reader gives header-only types (links, dirs, devices) no payload whatever
         // their size field says.
         let size = match meta.kind {
@@ -130,7 +130,10 @@ pub(crate) fn scan<R: Read, W: Write>(input: R, spool: W) -> Result<Scanned, Err
         }
         items.push(Some(item));
     }
-    reader.spool.flush().map_err(|e| Error::Io(format!("write the spool file: {e}")))?;
+    reader
+        .spool
+        .flush()
+        .map_err(|e| Error::Io(format!("write the spool file: {e}")))?;
     Ok(Scanned {
         items: items.into_iter().flatten().collect(),
     })
@@ -157,7 +160,13 @@ fn check_sum(block: &[u8; BLOCK as usize], at: u64) -> Result<(), Error> {
     let sum: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { *b as u64 })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                *b as u64
+            }
+        })
         .sum();
     if sum != want {
         return Err(bad(at, "header checksum mismatch (not a tar stream?)"));
@@ -184,10 +193,9 @@ impl Pending {
             _ => {
                 for record in tar::PaxExtensions::new(data) {
                     let record = record.map_err(|e| bad(at, &format!("PAX record: {e}")))?;
-                    let key = record
-                        .key()
-                        .map_err(|_| bad(at, "PAX key is not UTF-8"))?;
-                    self.pax.push((key.to_string(), record.value_bytes().to_vec()));
+                    let key = record.key().map_err(|_| bad(at, "PAX key is not UTF-8"))?;
+                    self.pax
+                        .push((key.to_string(), record.value_bytes().to_vec()));
                 }
             }
         }

@@ -22,7 +22,11 @@ fn input_tar() -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_mtime(1_700_000_000);
         h.set_uid(1000);
         h.set_gid(1000);
@@ -45,7 +49,6 @@ fn input_tar() -> Vec<u8> {
     add(&long, tar::EntryType::Regular, b"deep\n", None);
     add("dev/", tar::EntryType::Directory, b"", None);
     add("dev/fifo", tar::EntryType::Fifo, b"", None);
-    drop(add);
     b.append_pax_extensions([("SCHILY.xattr.user.k", &b"v\x00w"[..])])
         .unwrap();
     let mut h = tar::Header::new_ustar();
@@ -82,7 +85,9 @@ fn without_end(tar: &[u8]) -> &[u8] {
 fn blob_gunzips_to_the_input_entries_byte_for_byte() {
     let (built, blob) = built(&small_chunks());
     let mut plain = Vec::new();
-    MultiGzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
+    MultiGzDecoder::new(&blob[..])
+        .read_to_end(&mut plain)
+        .unwrap();
     assert_eq!(built.diff_id, Digest::of(&plain));
     assert_eq!(built.uncompressed_size, plain.len() as u64);
     assert_eq!(built.digest, Digest::of(&blob));
@@ -111,8 +116,20 @@ fn blob_gunzips_to_the_input_entries_byte_for_byte() {
     }
     let long = format!("usr/{}/file", "d".repeat(120));
     let want = [
-        ".no.prefetch.landmark", "etc/", "etc/hello", "etc/empty", "etc/.wh.gone", "etc/link",
-        "etc/hard", "bin/", "bin/big", &long, "dev/", "dev/fifo", "etc/attr", "stargz.index.json",
+        ".no.prefetch.landmark",
+        "etc/",
+        "etc/hello",
+        "etc/empty",
+        "etc/.wh.gone",
+        "etc/link",
+        "etc/hard",
+        "bin/",
+        "bin/big",
+        &long,
+        "dev/",
+        "dev/fifo",
+        "etc/attr",
+        "stargz.index.json",
     ];
     assert_eq!(names, want);
 }
@@ -121,17 +138,29 @@ fn blob_gunzips_to_the_input_entries_byte_for_byte() {
 fn footer_points_at_the_toc_and_the_toc_at_every_chunk() {
     let (built, blob) = built(&small_chunks());
     let toc_offset = parse_footer(&blob[blob.len() - FOOTER_SIZE..]).unwrap();
-    let read = read_toc(&mut Cursor::new(&blob), blob.len() as u64, Some(&built.toc_digest))
-        .unwrap();
+    let read = read_toc(
+        &mut Cursor::new(&blob),
+        blob.len() as u64,
+        Some(&built.toc_digest),
+    )
+    .unwrap();
     assert_eq!(read.offset, toc_offset);
     assert_eq!(read.toc, built.toc);
 
-    let big: Vec<_> = read.toc.entries.iter().filter(|e| e.name == "bin/big").collect();
+    let big: Vec<_> = read
+        .toc
+        .entries
+        .iter()
+        .filter(|e| e.name == "bin/big")
+        .collect();
     let shape: Vec<_> = big
         .iter()
         .map(|e| (e.kind.as_str(), e.chunk_offset, e.chunk_size))
         .collect();
-    assert_eq!(shape, [("reg", 0, 4096), ("chunk", 4096, 4096), ("chunk", 8192, 0)]);
+    assert_eq!(
+        shape,
+        [("reg", 0, 4096), ("chunk", 4096, 4096), ("chunk", 8192, 0)]
+    );
     assert_eq!(big[0].size, BIG as i64);
     assert_eq!(big[0].digest, Digest::of(&big_payload()).to_string());
 
@@ -140,15 +169,28 @@ fn footer_points_at_the_toc_and_the_toc_at_every_chunk() {
     let payload = big_payload();
     for e in &big {
         let start = e.chunk_offset as usize;
-        let end = if e.chunk_size == 0 { BIG } else { start + e.chunk_size as usize };
+        let end = if e.chunk_size == 0 {
+            BIG
+        } else {
+            start + e.chunk_size as usize
+        };
         let mut got = vec![0u8; end - start];
-        GzDecoder::new(&blob[e.offset as usize..]).read_exact(&mut got).unwrap();
+        GzDecoder::new(&blob[e.offset as usize..])
+            .read_exact(&mut got)
+            .unwrap();
         assert_eq!(got, payload[start..end]);
         assert_eq!(e.chunk_digest, Digest::of(&got).to_string());
     }
-    let hello = read.toc.entries.iter().find(|e| e.name == "etc/hello").unwrap();
+    let hello = read
+        .toc
+        .entries
+        .iter()
+        .find(|e| e.name == "etc/hello")
+        .unwrap();
     let mut got = vec![0u8; 12];
-    GzDecoder::new(&blob[hello.offset as usize..]).read_exact(&mut got).unwrap();
+    GzDecoder::new(&blob[hello.offset as usize..])
+        .read_exact(&mut got)
+        .unwrap();
     assert_eq!(got, b"hello world\n");
 }
 
@@ -157,7 +199,10 @@ fn toc_entries_carry_the_tar_metadata() {
     let (built, _) = built(&small_chunks());
     let by_name = |n: &str| built.toc.entries.iter().find(|e| e.name == n).unwrap();
     let hard = by_name("etc/hard");
-    assert_eq!((hard.kind.as_str(), hard.link_name.as_str()), ("hardlink", "etc/hello"));
+    assert_eq!(
+        (hard.kind.as_str(), hard.link_name.as_str()),
+        ("hardlink", "etc/hello")
+    );
     assert_eq!(by_name("etc/link").link_name, "hello");
     assert_eq!(by_name("dev/fifo").kind, "fifo");
     let hello = by_name("etc/hello");
@@ -171,7 +216,10 @@ fn toc_entries_carry_the_tar_metadata() {
     assert_eq!((empty.size, empty.offset), (0, 0));
     assert_eq!(empty.digest, Digest::of(b"").to_string());
     let landmark = by_name(".no.prefetch.landmark");
-    assert_eq!((landmark.size, landmark.chunk_digest.clone()), (1, Digest::of(&[0x0f]).to_string()));
+    assert_eq!(
+        (landmark.size, landmark.chunk_digest.clone()),
+        (1, Digest::of(&[0x0f]).to_string())
+    );
 }
 
 #[test]
@@ -190,10 +238,22 @@ fn prioritized_files_come_first_then_the_landmark() {
         .take(7)
         .collect();
     // a hardlink brings its target (and the target's directory) along
-    let want = ["bin/", "bin/big", "etc/", "etc/hello", "etc/hard", ".prefetch.landmark", "etc/empty"];
+    let want = [
+        "bin/",
+        "bin/big",
+        "etc/",
+        "etc/hello",
+        "etc/hard",
+        ".prefetch.landmark",
+        "etc/empty",
+    ];
     assert_eq!(order, want);
     assert_eq!(built.missing_prioritized, ["/nope"]);
-    assert!(!built.toc.entries.iter().any(|e| e.name == ".no.prefetch.landmark"));
+    assert!(!built
+        .toc
+        .entries
+        .iter()
+        .any(|e| e.name == ".no.prefetch.landmark"));
 }
 
 #[test]
@@ -201,7 +261,7 @@ fn the_same_input_builds_the_same_blob() {
     let (a, blob_a) = built(&small_chunks());
     let (b, blob_b) = built(&small_chunks());
     assert_eq!(blob_a, blob_b);
-    assert_eq!((a.digest, a.toc_digest), (b.digest, b.toc_digest));
+    assert_eq!((&a.digest, &a.toc_digest), (&b.digest, &b.toc_digest));
     let (fast, _) = built(&BuildOptions {
         compression_level: 1,
         ..small_chunks()
@@ -235,14 +295,26 @@ fn verifier_accepts_the_blob_and_names_a_corrupt_chunk() {
     let err = verify_layer(&mut Cursor::new(&blob), size, &other).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("eStargz TOC: digest {}, the layer announces {other}", built.toc_digest)
+        format!(
+            "eStargz TOC: digest {}, the layer announces {other}",
+            built.toc_digest
+        )
     );
 
     // Damage the deflate data of the second chunk of bin/big (past its 10-byte gzip header).
-    let chunk = built.toc.entries.iter().find(|e| e.kind == "chunk").unwrap();
+    let chunk = built
+        .toc
+        .entries
+        .iter()
+        .find(|e| e.kind == "chunk")
+        .unwrap();
     blob[chunk.offset as usize + 20] ^= 0xff;
     let err = verify_layer(&mut Cursor::new(&blob), size, &built.toc_digest).unwrap_err();
-    assert!(err.to_string().starts_with("eStargz chunk: bin/big at offset 4096: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("eStargz chunk: bin/big at offset 4096: "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -252,7 +324,10 @@ fn bad_options_and_non_tar_input_are_refused() {
         ..BuildOptions::default()
     };
     let err = build(&input_tar()[..], Vec::new(), &opts).unwrap_err();
-    assert_eq!(err.to_string(), "invalid eStargz option: chunk size must be more than 0");
+    assert_eq!(
+        err.to_string(),
+        "invalid eStargz option: chunk size must be more than 0"
+    );
     let err = build(&[7u8; 1024][..], Vec::new(), &BuildOptions::default()).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -82,7 +82,12 @@ impl FileCheck {
         let len = match entry.chunk_size {
             0 => self.size - self.done,
             n if n > 0 && (n as u64) <= self.size - self.done => n as u64,
-            n => return Err(chunk_err(entry, &format!("chunk size {n} past the file's end"))),
+            n => {
+                return Err(chunk_err(
+                    entry,
+                    &format!("chunk size {n} past the file's end"),
+                ))
+            }
         };
         if entry.offset <= 0 || entry.offset as u64 >= toc_offset {
             let why = format!("member offset {} outside the payload area", entry.offset);
@@ -93,10 +98,14 @@ impl FileCheck {
         }
 
         let io = |e: io::Error| chunk_err(entry, &format!("inflate: {e}"));
-        blob.seek(SeekFrom::Start(entry.offset as u64)).map_err(io)?;
-        let mut member = MultiGzDecoder::new(BufReader::new(&mut *blob));
-        io::copy(&mut (&mut member).take(entry.inner_offset.max(0) as u64), &mut io::sink())
+        blob.seek(SeekFrom::Start(entry.offset as u64))
             .map_err(io)?;
+        let mut member = MultiGzDecoder::new(BufReader::new(&mut *blob));
+        io::copy(
+            &mut (&mut member).take(entry.inner_offset.max(0) as u64),
+            &mut io::sink(),
+        )
+        .map_err(io)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 << 10];
         let mut left = len;
@@ -131,5 +140,8 @@ impl FileCheck {
 }
 
 fn chunk_err(entry: &TocEntry, why: &str) -> Error {
-    Error::Chunk(format!("{} at offset {}: {why}", entry.name, entry.chunk_offset))
+    Error::Chunk(format!(
+        "{} at offset {}: {why}",
+        entry.name, entry.chunk_offset
+    ))
 }
