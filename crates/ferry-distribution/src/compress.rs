@@ -131,8 +131,8 @@ impl Converter<'_> {
             let why = format!("index {} has no manifest for {which}", target.digest);
             return Err(Fail::new(ErrorKind::NotFound, why));
         }
-        let docker = index.media_type != media::OCI_INDEX;
-        if manifests == index.manifests && !(self.all_oci && docker) {
+        let to_oci = self.all_oci && index.media_type != media::OCI_INDEX;
+        if manifests == index.manifests && !to_oci {
             return Ok(target.clone());
         }
         index.manifests = manifests;
@@ -160,8 +160,8 @@ impl Converter<'_> {
                 *old = new;
             }
         }
-        let docker = manifest.media_type != media::OCI_MANIFEST;
-        if !changed && !(self.all_oci && docker) {
+        let to_oci = self.all_oci && manifest.media_type != media::OCI_MANIFEST;
+        if !changed && !to_oci {
             return Ok(desc.clone());
         }
         manifest.media_type = media::OCI_MANIFEST.to_string();
