@@ -96,7 +96,7 @@ pub fn build<R: Read, W: Write>(tar: R, out: W, opts: &BuildOptions) -> Result<B
     let mut writer = Writer::new(out, opts);
     for next in order {
         match next {
-            Next::Item(item) => writer.entry(&item.meta, &item, &mut spool)?,
+            Next::Item(item) => writer.entry(&item, &mut spool)?,
             Next::Landmark(name) => writer.landmark(name)?,
         }
     }
@@ -196,7 +196,11 @@ struct Writer<W: Write> {
     toc: Toc,
     last_user: std::collections::HashMap<i64, String>,
     last_group: std::collections::HashMap<i64, String>,
+    /// The copy buffer, kept between entries.
+    buf: Vec<u8>,
 }
+
+const COPY_BUFFER: usize = 64 << 10;
 
 impl<W: Write> Writer<W> {
     fn new(out: W, opts: &BuildOptions) -> Self {
@@ -213,6 +217,7 @@ impl<W: Write> Writer<W> {
             },
             last_user: Default::default(),
             last_group: Default::default(),
+            buf: Vec::new(),
         }
     }
 
@@ -247,7 +252,8 @@ impl<W: Write> Writer<W> {
         hashers: &mut [&mut Sha256],
     ) -> Result<(), Error> {
         let mut left = len;
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(COPY_BUFFER, 0);
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
             from.read_exact(&mut buf[..n])
@@ -258,15 +264,13 @@ impl<W: Write> Writer<W> {
             self.write_plain(&buf[..n])?;
             left -= n as u64;
         }
+        self.buf = buf;
         Ok(())
     }
 
-    fn entry<S: Read + Seek>(
-        &mut self,
-        meta: &Meta,
-        item: &Item,
-        spool: &mut S,
-    ) -> Result<(), Error> {
+    /// One tar entry from the spool: its header blocks as they are, then its payload.
+    fn entry<S: Read + Seek>(&mut self, item: &Item, spool: &mut S) -> Result<(), Error> {
+        let meta = &item.meta;
         spool
             .seek(SeekFrom::Start(item.start))
             .map_err(|e| Error::Io(format!("read the spool file: {e}")))?;

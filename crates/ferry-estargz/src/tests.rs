@@ -49,6 +49,13 @@ fn input_tar() -> Vec<u8> {
     add(&long, tar::EntryType::Regular, b"deep\n", None);
     add("dev/", tar::EntryType::Directory, b"", None);
     add("dev/fifo", tar::EntryType::Fifo, b"", None);
+    let mut dev = tar::Header::new_gnu();
+    dev.set_entry_type(tar::EntryType::Char);
+    dev.set_size(0);
+    dev.set_mode(0o666);
+    dev.set_device_major(1).unwrap();
+    dev.set_device_minor(3).unwrap();
+    b.append_data(&mut dev, "dev/null", &b""[..]).unwrap();
     b.append_pax_extensions([("SCHILY.xattr.user.k", &b"v\x00w"[..])])
         .unwrap();
     let mut h = tar::Header::new_ustar();
@@ -128,6 +135,7 @@ fn blob_gunzips_to_the_input_entries_byte_for_byte() {
         &long,
         "dev/",
         "dev/fifo",
+        "dev/null",
         "etc/attr",
         "stargz.index.json",
     ];
@@ -205,6 +213,11 @@ fn toc_entries_carry_the_tar_metadata() {
     );
     assert_eq!(by_name("etc/link").link_name, "hello");
     assert_eq!(by_name("dev/fifo").kind, "fifo");
+    let null = by_name("dev/null");
+    assert_eq!(
+        (null.kind.as_str(), null.dev_major, null.dev_minor),
+        ("char", 1, 3)
+    );
     let hello = by_name("etc/hello");
     assert_eq!(hello.mod_time, "2023-11-14T22:13:20Z");
     assert_eq!((hello.uid, hello.gid, hello.mode), (1000, 1000, 0o644));
