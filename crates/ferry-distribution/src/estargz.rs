@@ -182,3 +182,97 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ferry_oci::{go_json, Manifest};
+
+    use super::*;
+
+    /// A one-layer image whose layer claims a TOC digest it does not have.
+    fn image(store: &Store) -> (Descriptor, Digest) {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "a", &b"abc"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let diff_id = Digest::of(&tar);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let layer_digest = store.write_blob(&gz, None).unwrap();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+        );
+        let config_digest = store.write_blob(config.as_bytes(), None).unwrap();
+        let mut layer = Descriptor::new(media::DOCKER_LAYER_GZIP, layer_digest, gz.len() as u64);
+        let bogus = Digest::of(b"not a toc").to_string();
+        layer
+            .annotations
+            .insert(TOC_DIGEST_ANNOTATION.into(), bogus);
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: media::DOCKER_MANIFEST.into(),
+            artifact_type: String::new(),
+            config: Descriptor::new(media::DOCKER_CONFIG, config_digest, config.len() as u64),
+            layers: vec![layer],
+            subject: None,
+            annotations: Default::default(),
+        };
+        let bytes = go_json::to_vec(&manifest).unwrap();
+        let digest = store.write_blob(&bytes, None).unwrap();
+        let desc = Descriptor::new(media::DOCKER_MANIFEST, digest, bytes.len() as u64);
+        (desc, diff_id)
+    }
+
+    #[test]
+    fn a_layer_whose_toc_does_not_check_out_is_converted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (target, old_diff_id) = image(&store);
+        let events = Mutex::new(Vec::new());
+        let progress = |e: ConvertEvent| {
+            let line = match e {
+                ConvertEvent::Reused { .. } => "reused".to_string(),
+                ConvertEvent::NotReusable { why, .. } => format!("not reusable: {why}"),
+                ConvertEvent::Converted { .. } => "converted".to_string(),
+            };
+            events.lock().unwrap().push(line);
+        };
+        let opts = EstargzOptions::default();
+        let out = convert_estargz(&store, &target, &opts, None, &progress).unwrap();
+        let events = events.into_inner().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[0],
+            "not reusable: not an eStargz footer: no gzip header with an Extra field"
+        );
+        assert_eq!(events[1], "converted");
+
+        assert_eq!(out.media_type, media::OCI_MANIFEST);
+        let manifest: Manifest =
+            serde_json::from_slice(&store.read_blob(&out.digest).unwrap()).unwrap();
+        assert_eq!(manifest.config.media_type, media::OCI_CONFIG);
+        let layer = &manifest.layers[0];
+        assert_eq!(layer.media_type, media::OCI_LAYER_GZIP);
+        let mut file = store.open_blob(&layer.digest).unwrap();
+        let toc: Digest = layer.annotations[TOC_DIGEST_ANNOTATION].parse().unwrap();
+        let read = ferry_estargz::verify_layer(&mut file, layer.size, &toc).unwrap();
+        assert_eq!(read.toc.entries[1].name, "a");
+        let config: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&manifest.config.digest).unwrap()).unwrap();
+        let new_diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap();
+        assert_ne!(new_diff_id, old_diff_id.to_string());
+        let mut plain = Vec::new();
+        let blob = store.read_blob(&layer.digest).unwrap();
+        flate2::read::MultiGzDecoder::new(&blob[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(new_diff_id, Digest::of(&plain).to_string());
+        assert_eq!(config["architecture"], "amd64");
+    }
+}
