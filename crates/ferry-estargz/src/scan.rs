@@ -92,11 +92,13 @@ pub(crate) fn scan<R: Read, W: Write>(input: R, spool: W) -> Result<Scanned, Err
             .entry_size()
             .map_err(|e| bad(reader.pos, &format!("size field: {e}")))?;
         let kind = header.entry_type();
-        if matches!(
-            kind,
-            EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName
-        ) || kind == EntryType::GNULongLink
-        {
+        let extension = [
+            EntryType::XHeader,
+            EntryType::XGlobalHeader,
+            EntryType::GNULongName,
+            EntryType::GNULongLink,
+        ];
+        if extension.contains(&kind) {
             if size > MAX_EXTENSION {
                 return Err(bad(reader.pos, &format!("{size}-byte extension record")));
             }
