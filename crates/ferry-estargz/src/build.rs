@@ -1,7 +1,7 @@
 //! Building an eStargz layer from a tar stream (formats.md 5.1-5.3).
 //!
 //! Two passes: the tar is spooled to a temporary file while its headers are read
-//! ([`crate::scan`]), then the entries are written in their final order (prioritized files,
+//! (module `scan`), then the entries are written in their final order (prioritized files,
 //! a landmark, the rest) as gzip members: each regular file's payload, and each `chunk_size`
 //! piece of it, starts a new member, so a reader can fetch and inflate one chunk alone. Header
 //! blocks are copied byte for byte. The TOC and the footer close the blob.
