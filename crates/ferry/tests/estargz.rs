@@ -404,3 +404,69 @@ fn ctr_remote_estargz_layers_are_kept_and_match_ferrys_toc() {
     assert_eq!(names, want);
     assert_eq!(comparable(&ours), comparable(&their_toc));
 }
+
+#[test]
+fn a_docker_image_converts_to_oci_media_types_with_a_warning() {
+    let test = "a_docker_image_converts_to_oci_media_types_with_a_warning";
+    if skip_unless_root(test) || !tool_installed(test, "tar") {
+        return;
+    }
+    // A `docker save` archive (manifest.json only) loads as a Docker schema 2 image.
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    ok(ferry(root.path())
+        .args(["save", "--format", "docker", "-o"])
+        .arg(&saved)
+        .arg("busybox"));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&saved)
+        .arg("-C")
+        .arg(&tree)
+        .status();
+    assert!(untar.unwrap().success());
+    std::fs::remove_file(tree.join("index.json")).unwrap();
+    std::fs::remove_file(tree.join("oci-layout")).unwrap();
+    let docker = dir.path().join("docker.tar");
+    let retar = Command::new("tar")
+        .arg("-cf")
+        .arg(&docker)
+        .arg("-C")
+        .arg(&tree)
+        .arg(".")
+        .status();
+    assert!(retar.unwrap().success());
+    let other = tempfile::tempdir().unwrap();
+    ok(ferry(other.path()).args(["load", "-i"]).arg(&docker));
+    let (manifest, _) = inspect(other.path(), "busybox");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+
+    let (code, _, stderr) =
+        output(ferry(other.path()).args(["image", "convert", "--estargz", "busybox", "esgz"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "--estargz without --oci: the converted manifests use OCI media types anyway \
+             (Docker's cannot carry the TOC digest annotation)"
+        ),
+        "{stderr}"
+    );
+    let (manifest, _) = inspect(other.path(), "esgz");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert!(manifest["layers"][0]["annotations"][TOC_DIGEST].is_string());
+    let stdout = ok(ferry(other.path()).args(["run", "--rm", "--net", "none", "esgz"]));
+    assert_eq!(stdout, "hello from busybox\n");
+}
