@@ -155,7 +155,8 @@ fn order(items: Vec<Item>, prioritized: &[String]) -> (Vec<Next>, Vec<String>) {
 
 /// Moves `name` after its parent directories (and a hardlink's target) that the layer holds.
 /// Unlike stargz-snapshotter, a parent the layer lacks (it is in a lower layer) does not make
-/// the file count as missing.
+/// the file count as missing. Iterative, so neither deep paths nor hardlink chains (or cycles)
+/// in a hostile layer can exhaust the stack.
 fn move_with_parents(
     name: &str,
     items: &[Item],
@@ -163,23 +164,35 @@ fn move_with_parents(
     moved: &mut HashSet<usize>,
     out: &mut Vec<usize>,
 ) {
-    if let Some((parent, _)) = name.rsplit_once('/') {
-        move_with_parents(parent, items, index, moved, out);
-    } else if !name.is_empty() {
-        move_with_parents("", items, index, moved, out);
+    enum Task {
+        Visit(String),
+        Move(usize),
+        Emit(usize),
     }
-    let Some(&i) = index.get(name) else { return };
-    if moved.contains(&i) {
-        return;
-    }
-    if items[i].meta.kind == "hardlink" {
-        let target = clean_name(&items[i].meta.link_name);
-        if target != name {
-            move_with_parents(&target, items, index, moved, out);
+    let mut stack = vec![Task::Visit(name.to_string())];
+    while let Some(task) = stack.pop() {
+        match task {
+            Task::Visit(name) => {
+                // the root, each parent, the entry: shortest first
+                let prefixes = name.match_indices('/').map(|(at, _)| &name[..at]);
+                let found: Vec<usize> = std::iter::once("")
+                    .chain(prefixes)
+                    .chain(std::iter::once(name.as_str()))
+                    .filter_map(|n| index.get(n).copied())
+                    .collect();
+                stack.extend(found.into_iter().rev().map(Task::Move));
+            }
+            Task::Move(i) => {
+                if !moved.insert(i) {
+                    continue;
+                }
+                stack.push(Task::Emit(i));
+                if items[i].meta.kind == "hardlink" {
+                    stack.push(Task::Visit(clean_name(&items[i].meta.link_name)));
+                }
+            }
+            Task::Emit(i) => out.push(i),
         }
-    }
-    if moved.insert(i) {
-        out.push(i);
     }
 }
 

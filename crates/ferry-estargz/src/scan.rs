@@ -10,7 +10,8 @@ use tar::{EntryType, Header};
 use crate::{Error, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_NAME};
 
 const BLOCK: u64 = 512;
-/// The largest PAX or GNU long-name record accepted (they hold names and xattrs).
+/// The most PAX and GNU long-name record bytes accepted for one entry (they hold names and
+/// xattrs); more is refused as a hostile layer.
 const MAX_EXTENSION: u64 = 1 << 20;
 
 /// One tar entry as it lies in the spool file.
@@ -99,8 +100,10 @@ pub(crate) fn scan<R: Read, W: Write>(input: R, spool: W) -> Result<Scanned, Err
             EntryType::GNULongLink,
         ];
         if extension.contains(&kind) {
-            if size > MAX_EXTENSION {
-                return Err(bad(reader.pos, &format!("{size}-byte extension record")));
+            pending.bytes += size;
+            if pending.bytes > MAX_EXTENSION {
+                let why = format!("more than {MAX_EXTENSION} bytes of extension records");
+                return Err(bad(reader.pos, &why));
             }
             let data = reader.payload(size)?;
             pending.apply(kind, &data, reader.pos)?;
@@ -179,6 +182,8 @@ fn check_sum(block: &[u8; BLOCK as usize], at: u64) -> Result<(), Error> {
 /// PAX and GNU records waiting for the header they apply to.
 #[derive(Default)]
 struct Pending {
+    /// Record bytes read for the coming entry.
+    bytes: u64,
     pax: Vec<(String, Vec<u8>)>,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,

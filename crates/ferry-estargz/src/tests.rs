@@ -347,3 +347,39 @@ fn bad_options_and_non_tar_input_are_refused() {
         "layer tar: at byte 0: the header's checksum is not octal (not a tar stream?)"
     );
 }
+
+#[test]
+fn a_hardlink_cycle_among_prioritized_files_ends() {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, target) in [("a", "b"), ("b", "a")] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let opts = BuildOptions {
+        prioritized: vec!["a".into()],
+        ..BuildOptions::default()
+    };
+    let built = build(&tar[..], Vec::new(), &opts).unwrap();
+    let names: Vec<_> = built.toc.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["b", "a", ".prefetch.landmark"]);
+}
+
+#[test]
+fn endless_extension_records_are_refused() {
+    let mut b = tar::Builder::new(Vec::new());
+    let value = vec![b'x'; 100_000];
+    for _ in 0..11 {
+        b.append_pax_extensions([("SCHILY.xattr.user.big", &value[..])])
+            .unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let err = build(&tar[..], Vec::new(), &BuildOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with(": more than 1048576 bytes of extension records"),
+        "{err}"
+    );
+}
