@@ -1,10 +1,13 @@
-//! Recompressing an image's layers (`ferry push --compression zstd|gzip`).
+//! Recompressing an image's layers (`ferry push --compression zstd|gzip`) and converting them
+//! to eStargz (`ferry image convert --estargz`, `ferry push --estargz`; see `estargz.rs`).
 //!
 //! Each layer not already in the wanted compression is decompressed (gzip, zstd or plain, told
 //! by its first bytes) and compressed again into a new blob; the uncompressed stream is checked
-//! against the config's diff_id on the way, so the config (and so the image's diff_ids) stays
-//! as it was. The manifests that change are written as OCI manifests (Docker's media types have
-//! no zstd layer), and an index as an OCI index.
+//! against the config's diff_id on the way. Recompression keeps the config (and so the image's
+//! diff_ids) as it was; eStargz changes the stream (landmark, TOC), so the config is written
+//! again with the new diff_ids. The manifests that change are written as OCI manifests
+//! (Docker's media types have no zstd layer and no layer annotations), and an index as an OCI
+//! index.
 
 use ferry_content::Store;
 use ferry_oci::{
@@ -15,6 +18,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Fail};
+use crate::estargz::{ConvertEvent, EstargzOptions};
 use crate::json;
 
 /// The compression layers are converted to.
@@ -68,23 +72,34 @@ pub fn recompress(
 ) -> Result<Descriptor, Error> {
     let mut converter = Converter {
         store,
-        compression,
+        format: Format::Compress(compression),
         done: HashMap::new(),
+        all_oci: false,
+        progress: &|_| {},
     };
     converter
         .image(target, platform)
         .map_err(|f| f.into_compress(&target.digest.to_string()))
 }
 
-struct Converter<'a> {
-    store: &'a Store,
-    compression: Compression,
-    /// Layers converted already (platforms share layers).
-    done: HashMap<Digest, Descriptor>,
+/// What the layers become.
+pub(crate) enum Format<'a> {
+    Compress(Compression),
+    Estargz(&'a EstargzOptions),
+}
+
+pub(crate) struct Converter<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) format: Format<'a>,
+    /// Layers converted already (platforms share layers), with their new diff_id if it changed.
+    pub(crate) done: HashMap<Digest, (Descriptor, Option<Digest>)>,
+    /// Write every manifest and index with OCI media types, even those no layer changed in.
+    pub(crate) all_oci: bool,
+    pub(crate) progress: &'a (dyn Fn(ConvertEvent) + Sync),
 }
 
 impl Converter<'_> {
-    fn image(
+    pub(crate) fn image(
         &mut self,
         target: &Descriptor,
         platform: Option<&Platform>,
@@ -116,7 +131,8 @@ impl Converter<'_> {
             let why = format!("index {} has no manifest for {which}", target.digest);
             return Err(Fail::new(ErrorKind::NotFound, why));
         }
-        if manifests == index.manifests {
+        let to_oci = self.all_oci && index.media_type != media::OCI_INDEX;
+        if manifests == index.manifests && !to_oci {
             return Ok(target.clone());
         }
         index.manifests = manifests;
@@ -135,20 +151,61 @@ impl Converter<'_> {
         let config: ImageConfig =
             json::decode(&config_bytes, &format!("config {}", manifest.config.digest))?;
         let mut changed = false;
+        let mut diff_ids = config.rootfs.diff_ids.clone();
         for (i, layer) in manifest.layers.iter_mut().enumerate() {
-            let converted = self.layer(layer, config.rootfs.diff_ids.get(i))?;
+            let (converted, diff_id) = self.layer(layer, config.rootfs.diff_ids.get(i))?;
             changed |= converted != *layer;
             *layer = converted;
+            if let (Some(new), Some(old)) = (diff_id, diff_ids.get_mut(i)) {
+                *old = new;
+            }
         }
-        if !changed {
+        let to_oci = self.all_oci && manifest.media_type != media::OCI_MANIFEST;
+        if !changed && !to_oci {
             return Ok(desc.clone());
         }
         manifest.media_type = media::OCI_MANIFEST.to_string();
         manifest.config.media_type = media::to_oci(&manifest.config.media_type).to_string();
+        for layer in &mut manifest.layers {
+            layer.media_type = media::to_oci(&layer.media_type).to_string();
+        }
+        if diff_ids != config.rootfs.diff_ids {
+            manifest.config = self.rewrite_config(&manifest.config, &config_bytes, &diff_ids)?;
+        }
         self.write(&manifest, desc, media::OCI_MANIFEST)
     }
 
-    fn layer(&mut self, layer: &Descriptor, diff_id: Option<&Digest>) -> Result<Descriptor, Fail> {
+    /// The config with new diff_ids (other fields kept; keys come out sorted, as containerd's
+    /// converter writes them).
+    fn rewrite_config(
+        &self,
+        old: &Descriptor,
+        bytes: &[u8],
+        diff_ids: &[Digest],
+    ) -> Result<Descriptor, Fail> {
+        let what = format!("config {}", old.digest);
+        let mut config: serde_json::Value = json::decode(bytes, &what)?;
+        let ids = diff_ids.iter().map(|d| d.to_string().into()).collect();
+        match config.pointer_mut("/rootfs/diff_ids") {
+            Some(slot) => *slot = serde_json::Value::Array(ids),
+            None => return Err(Fail::invalid(format!("{what} has no rootfs.diff_ids"))),
+        }
+        let bytes = go_json::to_vec(&config).map_err(|e| Fail::invalid(format!("{what}: {e}")))?;
+        let digest = self
+            .store
+            .write_blob(&bytes, None)
+            .map_err(|e| Fail::store(&old.digest, e))?;
+        let mut desc = Descriptor::new(&old.media_type, digest, bytes.len() as u64);
+        desc.annotations = old.annotations.clone();
+        Ok(desc)
+    }
+
+    /// The layer converted, and its new diff_id when that changed.
+    fn layer(
+        &mut self,
+        layer: &Descriptor,
+        diff_id: Option<&Digest>,
+    ) -> Result<(Descriptor, Option<Digest>), Fail> {
         if let Some(done) = self.done.get(&layer.digest) {
             return Ok(done.clone());
         }
@@ -159,8 +216,12 @@ impl Converter<'_> {
         }
         if !self.store.has_blob(&layer.digest) && !layer.urls.is_empty() {
             // A non-distributable layer: fetched from its urls by whoever needs it.
-            return Ok(layer.clone());
+            return Ok((layer.clone(), None));
         }
+        let compression = match self.format {
+            Format::Compress(c) => c,
+            Format::Estargz(opts) => return self.estargz_layer(layer, diff_id, opts),
+        };
         let path = self.store.blob_path(&layer.digest);
         let mut file = self
             .store
@@ -171,14 +232,14 @@ impl Converter<'_> {
             .take(4)
             .read_to_end(&mut head)
             .map_err(|e| Fail::io(&path, e))?;
-        if self.compression.matches(&head) {
+        if compression.matches(&head) {
             // Kept as it is; only a media type that names another compression is corrected.
             let mut same = layer.clone();
-            if media::to_oci(&layer.media_type) != self.compression.media_type() {
-                same.media_type = self.compression.media_type().to_string();
+            if media::to_oci(&layer.media_type) != compression.media_type() {
+                same.media_type = compression.media_type().to_string();
             }
-            self.done.insert(layer.digest.clone(), same.clone());
-            return Ok(same);
+            self.done.insert(layer.digest.clone(), (same.clone(), None));
+            return Ok((same, None));
         }
 
         let file = self
@@ -192,7 +253,7 @@ impl Converter<'_> {
             .ingest()
             .map_err(|e| Fail::store(&layer.digest, e))?;
         let fail = |e: io::Error| Fail::io(Path::new(""), e).context(&what);
-        let (plain, ingest) = match self.compression {
+        let (plain, ingest) = match compression {
             Compression::Gzip => {
                 let encoder = flate2::write::GzEncoder::new(ingest, flate2::Compression::default());
                 let mut hashed = Sha256Writer::new(encoder);
@@ -219,18 +280,18 @@ impl Converter<'_> {
             .commit(None)
             .map_err(|e| Fail::store(&layer.digest, e))?;
         tracing::debug!(from = %layer.digest, to = %digest, size, "layer recompressed");
-        let mut out = Descriptor::new(self.compression.media_type(), digest, size);
+        let mut out = Descriptor::new(compression.media_type(), digest, size);
         // The old urls (ipfs://) name the old blob: never carried over.
         out.annotations = layer.annotations.clone();
-        self.done.insert(layer.digest.clone(), out.clone());
-        Ok(out)
+        self.done.insert(layer.digest.clone(), (out.clone(), None));
+        Ok((out, None))
     }
 
     fn read(&self, d: &Descriptor) -> Result<Vec<u8>, Fail> {
         json::read_document(self.store, d)
     }
 
-    fn write<T: serde::Serialize>(
+    pub(crate) fn write<T: serde::Serialize>(
         &self,
         value: &T,
         old: &Descriptor,

@@ -49,6 +49,16 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// Converting an image's layers (to eStargz) failed.
+    #[error("convert {image}: {why}")]
+    Convert {
+        /// The image's manifest or index digest.
+        image: String,
+        /// The kind of failure.
+        kind: ErrorKind,
+        /// What failed.
+        why: String,
+    },
     /// Saving images to an archive failed.
     #[error("save {what}: {why}")]
     Save {
@@ -96,6 +106,7 @@ impl Error {
             | Error::Login { kind, .. }
             | Error::Save { kind, .. }
             | Error::Compress { kind, .. }
+            | Error::Convert { kind, .. }
             | Error::Load { kind, .. } => *kind,
         }
     }
@@ -169,6 +180,14 @@ impl Fail {
     pub(crate) fn into_push(self, reference: &str) -> Error {
         Error::Push {
             reference: reference.to_string(),
+            kind: self.kind,
+            why: self.why,
+        }
+    }
+
+    pub(crate) fn into_convert(self, image: &str) -> Error {
+        Error::Convert {
+            image: image.to_string(),
             kind: self.kind,
             why: self.why,
         }

@@ -5,13 +5,21 @@
 //! chunks it needs, each verified against the TOC's `chunkDigest`.
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod footer;
 pub mod read;
+mod scan;
 pub mod toc;
+pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
+pub use build::{build, BuildOptions, Built, DEFAULT_COMPRESSION_LEVEL};
 pub use footer::{build_footer, parse_footer, FOOTER_SIZE};
 pub use read::{read_toc, toc_from_member, toc_json_from_member, ReadToc, MAX_TOC_SIZE};
 pub use toc::{Toc, TocEntry};
+pub use verify::verify_layer;
 
 /// Layer annotation: the digest of the TOC's JSON bytes (as stored in `stargz.index.json`).
 pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
@@ -37,4 +45,16 @@ pub enum Error {
     /// The TOC could not be decoded or breaks the format's rules.
     #[error("eStargz TOC: {0}")]
     Toc(String),
+    /// The layer's tar stream is malformed or holds what the format cannot carry.
+    #[error("layer tar: {0}")]
+    Tar(String),
+    /// Reading or writing a layer failed.
+    #[error("{0}")]
+    Io(String),
+    /// A build option is out of range.
+    #[error("invalid eStargz option: {0}")]
+    Options(String),
+    /// A chunk's bytes do not match the TOC.
+    #[error("eStargz chunk: {0}")]
+    Chunk(String),
 }

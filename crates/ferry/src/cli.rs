@@ -206,8 +206,11 @@ pub struct PushArgs {
     pub all_platforms: bool,
     /// Recompress the layers first: `zstd` or `gzip` (new layer digests, same diff_ids; the
     /// local image stays as it is).
-    #[arg(long, value_name = "ALGORITHM")]
+    #[arg(long, value_name = "ALGORITHM", conflicts_with = "estargz")]
     pub compression: Option<ferry_distribution::Compression>,
+    /// Convert the layers to eStargz for this push (see `ferry image convert --help`).
+    #[command(flatten)]
+    pub estargz: crate::estargz::EstargzArgs,
 }
 
 /// `ferry tag`.
@@ -272,6 +275,9 @@ pub enum ImageCommand {
     Ls(ImagesArgs),
     /// Save images to an archive (same as `ferry save`).
     Save(SaveArgs),
+    /// Convert an image's layers to eStargz (lazy-pullable, still plain gzip to other tools)
+    /// and name the result DST.
+    Convert(crate::estargz::ConvertArgs),
     /// encrypt, decrypt
     #[command(flatten)]
     Crypt(crate::crypt::ImageCommand),

@@ -43,6 +43,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             ImageCommand::Rm(args) => crate::prune::rmi(&ctx, &args).map(|_| 0),
             ImageCommand::Ls(args) => images(&ctx, &args).map(|_| 0),
             ImageCommand::Save(args) => crate::images::save(&ctx, &args).map(|_| 0),
+            ImageCommand::Convert(args) => {
+                let _lease = ctx.store.lease().context("lease the store")?;
+                runtime
+                    .block_on(crate::estargz::convert(&ctx, &args))
+                    .map(|_| 0)
+            }
             ImageCommand::Crypt(command) => {
                 crate::crypt::image(&ctx, crate::crypt::ImageArgs { command }).map(|_| 0)
             }
@@ -210,6 +216,8 @@ async fn push(ctx: &Context, args: &PushArgs) -> Result<()> {
         }
         None => target,
     };
+    let target =
+        crate::estargz::for_push(ctx, target, &args.estargz, platform.clone(), args.quiet).await?;
     let started = std::time::Instant::now();
     let display = std::sync::Arc::new(Progress::new(Mode::detect(args.quiet)));
     let shown = display.clone();

@@ -51,18 +51,17 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
         format!("push {name}: no local image of that name (name one with `ferry tag`)")
     })?;
     let platforms = platform_choice(args.platform.as_deref(), args.all_platforms)?;
+    let only = match &platforms {
+        PlatformChoice::All => None,
+        PlatformChoice::One(p) => Some(p.clone()),
+        PlatformChoice::Default if has_every_manifest(ctx, &image.target)? => None,
+        PlatformChoice::Default => Some(Platform::host()),
+    };
     let source = match args.compression {
-        Some(compression) => {
-            let only = match &platforms {
-                PlatformChoice::All => None,
-                PlatformChoice::One(p) => Some(p.clone()),
-                PlatformChoice::Default if has_every_manifest(ctx, &image.target)? => None,
-                PlatformChoice::Default => Some(Platform::host()),
-            };
-            recompress(ctx, &image.target, compression, only).await?
-        }
+        Some(compression) => recompress(ctx, &image.target, compression, only.clone()).await?,
         None => image.target.clone(),
     };
+    let source = crate::estargz::for_push(ctx, source, &args.estargz, only, args.quiet).await?;
     let opts = PushOptions {
         platforms,
         insecure_registries: args.insecure_registries.clone(),
@@ -92,8 +91,9 @@ pub async fn push_registry(ctx: &Context, args: &PushArgs) -> Result<()> {
     display.finish();
     let pushed = pushed?;
     // The registry's digest is the image's from now on (it differs when IPFS urls were dropped),
-    // unless the layers were recompressed for this push only.
-    if pushed.digest != image.target.digest && args.compression.is_none() {
+    // unless the layers were recompressed or converted for this push only.
+    let converted = args.compression.is_some() || args.estargz.estargz;
+    if pushed.digest != image.target.digest && !converted {
         ctx.store.put_image(&name, &pushed)?;
     }
     if quiet {

@@ -21,6 +21,7 @@ mod context;
 mod control;
 mod crypt;
 mod daemon;
+mod estargz;
 mod images;
 mod inspect;
 mod ipfs;
