@@ -79,6 +79,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             IpfsCommand::Registry(args) => runtime
                 .block_on(crate::registry::registry(&ctx, args))
                 .map(|_| 0),
+            IpfsCommand::Stats(args) => runtime
+                .block_on(crate::ipfs::stats(&ctx, args.command))
+                .map(|_| 0),
         },
     }
 }

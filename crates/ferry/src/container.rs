@@ -91,16 +91,27 @@ impl ContainerDir {
 pub fn release_dir(id: &str, bundle: &Path, remove: bool, snapshotter: &Snapshotter) {
     let rootfs = bundle.join("rootfs");
     release_network(id, bundle);
+    let lazy_release = |rootfs: &Path| {
+        // bundle = ROOT/containers/<id>: lazy layers go once the overlay over them is gone
+        if let Some(root) = bundle.parent().and_then(Path::parent) {
+            let _ = nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH);
+            crate::lazy::release(root, id);
+        }
+    };
     if remove {
         if let Err(e) = snapshotter.remove_active(id, &rootfs) {
             tracing::warn!(container = %id, error = %e, "removing the container's snapshot failed");
         }
+        lazy_release(&rootfs);
         if let Err(e) = std::fs::remove_dir_all(bundle) {
             tracing::warn!(container = %id, error = %e, "removing the container failed");
         }
     } else {
         // The container's changes stay in its active snapshot for a later commit or start.
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        // TODO: `ferry start` of a stopped lazily pulled container needs its lazy layers
+        // mounted again; until then it fails to mount its rootfs.
+        lazy_release(&rootfs);
     }
 }
 
@@ -124,6 +135,7 @@ fn try_lock(file: &File) -> std::io::Result<()> {
 /// Cleans up after runs that were killed (their lock is free): unmounts their rootfs, deletes
 /// their runc state and removes `--rm` containers.
 pub fn sweep(root: &Path, snapshotter: &Snapshotter, runc: &Runc) {
+    crate::lazy::sweep(root);
     let Ok(entries) = std::fs::read_dir(root.join("containers")) else {
         return;
     };
