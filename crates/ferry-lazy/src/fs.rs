@@ -21,6 +21,8 @@ use crate::Error;
 const TTL: Duration = Duration::from_secs(3600);
 /// The filesystem type's subtype, as `/proc/self/mountinfo` shows it (`fuse.ferry-lazy`).
 const SUBTYPE: &str = "ferry-lazy";
+/// The mount's source, as `/proc/self/mountinfo` shows it.
+const FSNAME: &str = "ferry-lazy";
 
 struct LazyFs {
     layer: Arc<Layer>,
@@ -209,7 +211,7 @@ pub fn mount(
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
-        MountOption::FSName("ferry-lazy".into()),
+        MountOption::FSName(FSNAME.into()),
         MountOption::Subtype(SUBTYPE.into()),
         MountOption::DefaultPermissions,
         MountOption::Dev,
@@ -256,8 +258,12 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     info.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split(' ').next()?;
-            if !fstype.starts_with("fuse") || !fstype.ends_with(SUBTYPE) {
+            let mut fields = right.split(' ');
+            let (fstype, source) = (fields.next()?, fields.next()?);
+            // `fuse.ferry-lazy`, or plain `fuse` with the source named so (a mount by root)
+            let ours =
+                fstype == format!("fuse.{SUBTYPE}") || (fstype == "fuse" && source == FSNAME);
+            if !ours {
                 return None;
             }
             let point = PathBuf::from(unescape(left.split(' ').nth(4)?));
@@ -293,9 +299,10 @@ fn unescape(text: &str) -> String {
 pub fn sweep_stale(dir: &Path) -> Vec<PathBuf> {
     let mut swept = Vec::new();
     for point in mounts_under(dir) {
+        // statfs always asks the server (a stat may be answered from cached attributes)
         let stale = matches!(
-            std::fs::metadata(&point),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
+            nix::sys::statfs::statfs(&point),
+            Err(nix::errno::Errno::ENOTCONN)
         );
         if !stale {
             continue;
