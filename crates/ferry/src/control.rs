@@ -50,7 +50,7 @@ pub enum Request {
     /// until it is unmounted, and fetch the whole layer into the store in the background.
     MountLazy {
         /// The layer's descriptor (with its `ipfs://` url and toc.digest annotation).
-        layer: ferry_oci::Descriptor,
+        layer: Box<ferry_oci::Descriptor>,
         /// Where to mount it.
         mountpoint: std::path::PathBuf,
         /// How long to wait for any one block, in milliseconds.

@@ -87,7 +87,7 @@ impl Lazy {
         match &self.server {
             Server::Daemon { socket } => {
                 let request = Request::MountLazy {
-                    layer: layer.clone(),
+                    layer: Box::new(layer.clone()),
                     mountpoint: mountpoint.to_path_buf(),
                     timeout_ms: self.timeout.as_millis().min(u64::MAX as u128) as u64,
                 };

@@ -175,7 +175,9 @@ fn run_container(
         .clone()
         .unwrap_or_else(|| container::made_up_name(&id));
     container::reserve_name(root, &name, &id).map_err(|e| e.context(RunFailed(125)))?;
-    let prepared = prepare(root, store, &snapshotter, image, args, &id, &name, lazy);
+    let lazy_for = lazy.map(|l| (l, id.as_str()));
+    let prepared = unpack_with(root, store, &snapshotter, image, &args.key, lazy_for)
+        .and_then(|unpacked| prepare(root, &snapshotter, image, unpacked, args, &id, &name));
     drop(lease);
     let (container, mut record) = match prepared {
         Ok(prepared) => prepared,
@@ -306,17 +308,13 @@ fn unpack_with(
 
 fn prepare(
     root: &Path,
-    store: &Store,
     snapshotter: &Snapshotter,
     image: &ImageRecord,
+    (config, lowers): (ImageConfig, Vec<Snapshot>),
     args: &RunArgs,
     id: &str,
     name: &str,
-    lazy: Option<&Lazy>,
 ) -> Result<(ContainerDir, Record)> {
-    let lazy = lazy.map(|l| (l, id));
-    let (config, lowers) = unpack_with(root, store, snapshotter, image, &args.key, lazy)?;
-
     let container = ContainerDir::create(root, id, args.rm)?;
     let bundle = (|| -> Result<Record> {
         let (network, ip) = match args.network {

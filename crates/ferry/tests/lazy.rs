@@ -115,7 +115,11 @@ fn a_command_runs_after_fetching_a_fraction_of_the_image_and_the_layer_follows()
     let node_a = daemon(a.path(), None);
     let b = tempfile::tempdir().unwrap();
     let _node_b = daemon(b.path(), Some(&node_a.addr));
-    common::wait_for_swarm_peers(b.path(), &[node_a.addr.clone()], Duration::from_secs(10));
+    common::wait_for_swarm_peers(
+        b.path(),
+        std::slice::from_ref(&node_a.addr),
+        Duration::from_secs(10),
+    );
     assert_eq!(data_received(b.path()), 0);
 
     let (code, stdout, stderr) = output(ferry(b.path()).args([
@@ -163,7 +167,11 @@ fn a_dead_server_leaves_no_mount_after_the_daemon_restarts() {
     let node_a = daemon(a.path(), None);
     let c = tempfile::tempdir().unwrap();
     let node_c = daemon(c.path(), Some(&node_a.addr));
-    common::wait_for_swarm_peers(c.path(), &[node_a.addr.clone()], Duration::from_secs(10));
+    common::wait_for_swarm_peers(
+        c.path(),
+        std::slice::from_ref(&node_a.addr),
+        Duration::from_secs(10),
+    );
 
     let id = ok(ferry(c.path()).args([
         "run",
