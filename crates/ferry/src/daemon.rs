@@ -403,11 +403,10 @@ async fn handle(
                     lazy.display()
                 );
             }
-            let blocks: Arc<dyn ferry_ipfs::BlockSource> = Arc::new(node.bitswap().clone());
             crate::lazy::serve_layer(
                 &ctx.root,
                 &ctx.store,
-                blocks,
+                node.bitswap().clone(),
                 &layer,
                 &mountpoint,
                 Duration::from_millis(timeout_ms),

@@ -15,10 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use bytes::Bytes;
 use cid::Cid;
+use ferry_bitswap::Bitswap;
 use ferry_content::Store;
-use ferry_ipfs::{BlobDownload, BlockSource, Node, ReadOptions};
+use ferry_ipfs::{BlobDownload, BlockSource, Error as IpfsError, Node, ReadOptions};
 use ferry_oci::{Descriptor, Digest};
+use futures::future::BoxFuture;
 
 use crate::control::{Reply, Request};
 
@@ -101,17 +104,14 @@ impl Lazy {
                     }
                 })
             }
-            Server::Local { node } => {
-                let blocks: Arc<dyn BlockSource> = Arc::new(node.bitswap().clone());
-                self.runtime.block_on(serve_layer(
-                    &self.root,
-                    &self.store,
-                    blocks,
-                    layer,
-                    mountpoint,
-                    self.timeout,
-                ))
-            }
+            Server::Local { node } => self.runtime.block_on(serve_layer(
+                &self.root,
+                &self.store,
+                node.bitswap().clone(),
+                layer,
+                mountpoint,
+                self.timeout,
+            )),
         }
     }
 }
@@ -122,7 +122,7 @@ impl Lazy {
 pub async fn serve_layer(
     root: &Path,
     store: &Arc<Store>,
-    blocks: Arc<dyn BlockSource>,
+    bitswap: Bitswap,
     layer: &Descriptor,
     mountpoint: &Path,
     timeout: Duration,
@@ -138,6 +138,7 @@ pub async fn serve_layer(
         timeout: (timeout / 3).max(Duration::from_secs(1)),
         retries: 2,
     };
+    let blocks: Arc<dyn BlockSource> = Arc::new(Patient(bitswap));
     let source = Arc::new(ferry_lazy::IpfsSource::new(
         blocks.clone(),
         store.clone(),
@@ -164,6 +165,17 @@ pub async fn serve_layer(
     });
     background_fetch(store.clone(), blocks, cid, layer.clone(), opts);
     Ok(())
+}
+
+/// Bitswap for a mounted layer: with no peer connected, a read waits (and asks again) for one
+/// to come back until its timeout is spent, instead of failing at once; then it is an I/O
+/// error for the reader.
+struct Patient(Bitswap);
+
+impl BlockSource for Patient {
+    fn get_block(&self, cid: Cid, timeout: Duration) -> BoxFuture<'_, Result<Bytes, IpfsError>> {
+        BlockSource::get_block(&self.0, cid, timeout)
+    }
 }
 
 /// Layers whose whole blob is being fetched by this process.
