@@ -245,7 +245,26 @@ pub fn release(root: &Path, id: &str) {
 /// Lazily unmounts the lazy layers whose server died (a killed ferry) and removes their mount
 /// points.
 pub fn sweep(root: &Path) {
-    for point in ferry_lazy::sweep_stale(&lazy_dir(root)) {
+    let dir = lazy_dir(root);
+    for point in ferry_lazy::sweep_stale(&dir) {
         tracing::info!(mountpoint = %point.display(), "removed a stale lazy mount");
+    }
+    // With no layer mounted, the chunks of layers whose whole blob has arrived are not needed.
+    // TODO: `image prune` should also drop the chunks of layers no image refers to any more.
+    if !ferry_lazy::fs::mounts_under(&dir).is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir.join("cache")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Ok(digest) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() else {
+            continue;
+        };
+        // the store's blob path (ferry-content keeps blobs as blobs/sha256/HEX)
+        if root.join("blobs/sha256").join(digest.hex()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

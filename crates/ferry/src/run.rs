@@ -130,7 +130,13 @@ fn check_terminal_flags(args: &RunArgs) -> Result<()> {
 async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
     if args.pull != PullPolicy::Always {
         match find_image(&ctx.store, &args.image) {
-            Ok(image) => return Ok(image),
+            Ok(image)
+                if args.pull == PullPolicy::Never || !lazily_pulled(ctx, &args.image, &image) =>
+            {
+                return Ok(image)
+            }
+            // its eStargz layers are not all here (a lazy run pulled it): fetch them now
+            Ok(_) => {}
             Err(e) if args.pull == PullPolicy::Never => {
                 return Err(e.context(format!("image {} is not here (--pull never)", args.image)))
             }
@@ -156,6 +162,15 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
         }
     }
     find_image(&ctx.store, &reference.image_name())
+}
+
+/// Whether `image` is an IPFS image that a lazy run pulled without (some of) its layers.
+fn lazily_pulled(ctx: &Context, name: &str, image: &ImageRecord) -> bool {
+    if !matches!(name.parse::<Reference>(), Ok(Reference::Ipfs(_))) {
+        return false;
+    }
+    resolve_manifest(&ctx.store, &image.target, &Platform::host())
+        .is_ok_and(|m| m.layers.iter().any(|l| !ctx.store.has_blob(&l.digest)))
 }
 
 fn run_container(
