@@ -142,6 +142,7 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
                 insecure_registries: args.insecure_registries.clone(),
                 auth: crate::auth::credentials(&reference)?,
                 ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
+                leave_out_estargz: false,
             };
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }

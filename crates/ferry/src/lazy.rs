@@ -19,6 +19,7 @@ use bytes::Bytes;
 use cid::Cid;
 use ferry_bitswap::Bitswap;
 use ferry_content::Store;
+use ferry_distribution::BlobRanges;
 use ferry_ipfs::{BlobDownload, BlockSource, Error as IpfsError, Node, ReadOptions};
 use ferry_oci::{Descriptor, Digest};
 use futures::future::BoxFuture;
@@ -29,12 +30,14 @@ use crate::control::{Reply, Request};
 /// a container's first reads go first.
 const BACKGROUND_DELAY: Duration = Duration::from_secs(5);
 
-/// Whether `layer` is read lazily: an eStargz layer (it has the TOC digest annotation) that
-/// an `ipfs://` url names and that is not encrypted.
+/// Whether `layer` of an IPFS image is read lazily: an eStargz layer (it has the TOC digest
+/// annotation) that an `ipfs://` url names and that is not encrypted.
 pub fn is_lazy(layer: &Descriptor) -> bool {
-    toc_digest(layer).is_some()
-        && layer.ipfs_url().is_some()
-        && !ferry_crypt::image::is_encrypted(layer)
+    is_estargz(layer) && layer.ipfs_url().is_some()
+}
+
+fn is_estargz(layer: &Descriptor) -> bool {
+    toc_digest(layer).is_some() && !ferry_crypt::image::is_encrypted(layer)
 }
 
 fn toc_digest(layer: &Descriptor) -> Option<Digest> {
@@ -67,6 +70,12 @@ pub enum Server {
         /// The node blocks come from.
         node: Arc<Node>,
     },
+    /// This process, reading byte ranges of the layers from the image's registry, while the
+    /// container runs in the foreground.
+    Registry {
+        /// The repository's blobs.
+        ranges: Arc<BlobRanges>,
+    },
 }
 
 /// Mounts lazy layers for `ferry run`.
@@ -84,6 +93,14 @@ pub struct Lazy {
 }
 
 impl Lazy {
+    /// Whether `layer` can be mounted lazily by this server.
+    pub fn can_mount(&self, layer: &Descriptor) -> bool {
+        match self.server {
+            Server::Registry { .. } => is_estargz(layer),
+            _ => is_lazy(layer),
+        }
+    }
+
     /// Mounts `layer` at `mountpoint`; returns when the TOC is read and the mount is up.
     /// Called from a blocking thread.
     pub fn mount(&self, layer: &Descriptor, mountpoint: &Path) -> Result<()> {
@@ -103,6 +120,17 @@ impl Lazy {
                         _ => bail!("unexpected answer from the daemon"),
                     }
                 })
+            }
+            Server::Registry { ranges } => {
+                let source = Arc::new(RegistrySource {
+                    ranges: ranges.clone(),
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                });
+                // TODO: fetch the whole layer in the background as for IPFS images; until
+                // then a later run pulls what is missing.
+                self.runtime
+                    .block_on(mount_source(&self.root, source, layer, mountpoint))
             }
             Server::Local { node } => self.runtime.block_on(serve_layer(
                 &self.root,
@@ -127,8 +155,6 @@ pub async fn serve_layer(
     mountpoint: &Path,
     timeout: Duration,
 ) -> Result<()> {
-    let toc = toc_digest(layer)
-        .ok_or_else(|| anyhow!("layer {} is not eStargz (no TOC digest)", layer.digest))?;
     let cid_text = layer
         .ipfs_url()
         .ok_or_else(|| anyhow!("layer {} has no ipfs:// url", layer.digest))?;
@@ -146,6 +172,21 @@ pub async fn serve_layer(
         layer.size,
         opts,
     ));
+    mount_source(root, source, layer, mountpoint).await?;
+    background_fetch(store.clone(), blocks, cid, layer.clone(), opts);
+    Ok(())
+}
+
+/// Reads `layer`'s TOC from `source`, mounts it at `mountpoint` and starts fetching its
+/// prioritized files.
+async fn mount_source(
+    root: &Path,
+    source: Arc<dyn ferry_lazy::ChunkSource>,
+    layer: &Descriptor,
+    mountpoint: &Path,
+) -> Result<()> {
+    let toc = toc_digest(layer)
+        .ok_or_else(|| anyhow!("layer {} is not eStargz (no TOC digest)", layer.digest))?;
     let cache = lazy_dir(root).join("cache").join(layer.digest.hex());
     let opened = ferry_lazy::Layer::open(source, &toc, cache)
         .await
@@ -163,8 +204,36 @@ pub async fn serve_layer(
             tracing::warn!(error = %e, "prefetching the prioritized files failed");
         }
     });
-    background_fetch(store.clone(), blocks, cid, layer.clone(), opts);
     Ok(())
+}
+
+/// A layer read by HTTP Range requests from its registry.
+struct RegistrySource {
+    ranges: Arc<BlobRanges>,
+    digest: Digest,
+    size: u64,
+}
+
+impl ferry_lazy::ChunkSource for RegistrySource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn fetch(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, ferry_lazy::Error>> {
+        Box::pin(async move {
+            self.ranges
+                .read(&self.digest, range.clone())
+                .await
+                .map_err(|e| ferry_lazy::Error::Fetch {
+                    start: range.start,
+                    end: range.end,
+                    why: e.to_string(),
+                })
+        })
+    }
 }
 
 /// Bitswap for a mounted layer: with no peer connected, a read waits (and asks again) for one

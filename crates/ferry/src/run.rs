@@ -63,12 +63,7 @@ async fn image_and_lazy(ctx: &Context, args: &RunArgs) -> Result<(ImageRecord, O
     }
     let reference: Reference = args.image.parse()?;
     let Reference::Ipfs(cid) = reference else {
-        // TODO: an HTTP Range source for registry images (stargz-snapshotter's default mode).
-        eprintln!(
-            "ferry: warning: lazy pulling reads IPFS images only; {} is pulled whole",
-            args.image
-        );
-        return Ok((image_for_run(ctx, args).await?, None));
+        return registry_image_and_lazy(ctx, args, &reference).await;
     };
     let daemon = crate::control::connect(&ctx.socket_path()).await.is_some();
     if args.detach && !daemon {
@@ -157,6 +152,7 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
                 insecure_registries: Vec::new(),
                 auth: crate::auth::credentials(&reference)?,
                 ca_certs: crate::auth::ca_certs_for(&reference, &[], &ctx.root)?,
+                leave_out_estargz: false,
             };
             pull_registry(&ctx.store, &reference, &opts, false).await?;
         }
@@ -164,9 +160,56 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
     find_image(&ctx.store, &reference.image_name())
 }
 
-/// Whether `image` is an IPFS image that a lazy run pulled without (some of) its layers.
+/// A registry image for a lazy run: pulled without its eStargz layers, which are read by HTTP
+/// Range requests from the registry by this process while the container runs.
+async fn registry_image_and_lazy(
+    ctx: &Context,
+    args: &RunArgs,
+    reference: &Reference,
+) -> Result<(ImageRecord, Option<Lazy>)> {
+    if args.detach {
+        bail!(
+            "--snapshotter stargz with -d reads IPFS images only: the layers of a registry \
+             image are served by the foreground run"
+        );
+    }
+    let local = match args.pull {
+        PullPolicy::Always => None,
+        _ => find_image(&ctx.store, &args.image).ok(),
+    };
+    if let Some(image) = &local {
+        if !lazily_pulled(ctx, &args.image, image) {
+            return Ok((image.clone(), None));
+        }
+    }
+    let opts = PullOptions {
+        platform: Platform::host(),
+        all_platforms: false,
+        insecure_registries: Vec::new(),
+        auth: crate::auth::credentials(reference)?,
+        ca_certs: crate::auth::ca_certs_for(reference, &[], &ctx.root)?,
+        leave_out_estargz: true,
+    };
+    if local.is_none() {
+        pull_registry(&ctx.store, reference, &opts, false).await?;
+    }
+    let ranges = ferry_distribution::BlobRanges::open(reference, &opts).await?;
+    let image = find_image(&ctx.store, &reference.image_name())?;
+    let lazy = Lazy {
+        server: Server::Registry {
+            ranges: std::sync::Arc::new(ranges),
+        },
+        root: ctx.root.clone(),
+        store: ctx.store.clone(),
+        timeout: args.net.timeout,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    Ok((image, Some(lazy)))
+}
+
+/// Whether `image` is one that a lazy run pulled without (some of) its layers.
 fn lazily_pulled(ctx: &Context, name: &str, image: &ImageRecord) -> bool {
-    if !matches!(name.parse::<Reference>(), Ok(Reference::Ipfs(_))) {
+    if name.parse::<Reference>().is_err() {
         return false;
     }
     resolve_manifest(&ctx.store, &image.target, &Platform::host())
@@ -296,7 +339,7 @@ fn unpack_with(
     let mut lowers: Vec<Snapshot> = Vec::new();
     for (index, (layer, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
         if let Some((lazy, id)) = lazy {
-            if !store.has_blob(&layer.digest) && crate::lazy::is_lazy(layer) {
+            if !store.has_blob(&layer.digest) && lazy.can_mount(layer) {
                 let parent = lowers.last().map(|l| l.chain_id.as_str());
                 let chain_id = Snapshotter::chain_id(parent, &diff_id.to_string());
                 let dir = crate::lazy::mountpoint(root, id, index);

@@ -15,6 +15,9 @@ use common::{
 
 /// The eStargz image on node A's IPFS: its CID and its one layer's digest and size.
 struct Converted {
+    /// The registry holding it, as `name`.
+    registry: Registry,
+    name: String,
     cid: String,
     layer_digest: String,
     layer_size: u64,
@@ -61,6 +64,8 @@ fn estargz_on(a: &Path, name: &str) -> Converted {
         .trim()
         .to_string();
     Converted {
+        registry,
+        name: esgz,
         cid,
         layer_digest: layer["digest"].as_str().unwrap().to_string(),
         layer_size: layer["size"].as_u64().unwrap(),
@@ -155,6 +160,20 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
     }
     assert_eq!(sha256sum(&blob), hex);
     drop(node_b);
+
+    // from the registry, by HTTP Range requests: the layer is not fetched whole
+    let r = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = output(ferry(r.path()).args([
+        "run",
+        "--rm",
+        "--snapshotter=stargz",
+        &image.name,
+        "cat",
+        "/etc/debian_version",
+    ]));
+    assert_eq!((code, stdout.as_str()), (0, "12.15\n"), "{stderr}");
+    assert!(!r.path().join("blobs/sha256").join(hex).exists());
+    drop(image.registry);
 
     // node C: a detached container, its lazy layer served by C's daemon
     let c = tempfile::tempdir().unwrap();
