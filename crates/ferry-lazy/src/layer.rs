@@ -127,7 +127,14 @@ impl Layer {
         }
         let result = async {
             let member = self.source.fetch(chunk.offset..chunk.end).await?;
-            let data = verify_chunk(chunk, &member)?;
+            // gunzip and sha256 of up to a chunk (4 MiB by default): off the async workers
+            let owned = chunk.clone();
+            let data = tokio::task::spawn_blocking(move || verify_chunk(&owned, &member))
+                .await
+                .map_err(|e| Error::BadChunk {
+                    offset: chunk.offset,
+                    why: format!("verify: {e}"),
+                })??;
             self.store(chunk, &data)
         }
         .await;
