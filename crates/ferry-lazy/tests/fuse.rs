@@ -1,6 +1,7 @@
 //! A hand-made eStargz blob served through a real FUSE mount (root only): file bytes, a chunk
 //! whose bytes do not match its digest (EIO, never the wrong bytes), hardlinks, symlinks, and
-//! whiteouts that overlayfs honours when the mount is one of its lower directories.
+//! whiteouts that overlayfs honours when the mount is one of its lower directories; and the
+//! prefetch of prioritized files (no FUSE needed).
 
 use std::io::Write;
 use std::ops::Range;
@@ -39,7 +40,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// A blob of gzip members, then the TOC member and the footer; returns it with the TOC digest.
-fn blob(big: &[u8]) -> (Vec<u8>, Digest) {
+/// `landmark` is `.prefetch.landmark` (etc/hello is prioritized) or `.no.prefetch.landmark`.
+fn blob(big: &[u8], landmark_name: &str) -> (Vec<u8>, Digest) {
     let mut blob = Vec::new();
     let mut member = |data: &[u8]| {
         let at = blob.len();
@@ -47,16 +49,16 @@ fn blob(big: &[u8]) -> (Vec<u8>, Digest) {
         at
     };
     let hello = member(b"hello world\n");
+    let landmark = member(&[0x0f]);
     let bad = member(b"HELLO AGAIN\n");
     let big1 = member(&big[..200_000]);
     let big2 = member(&big[200_000..]);
-    let landmark = member(&[0x0f]);
     let d = |b: &[u8]| Digest::of(b).to_string();
     let json = format!(
         r#"{{"version":1,"entries":[
-        {{"name":".no.prefetch.landmark","type":"reg","size":1,"offset":{landmark},"chunkDigest":"{}"}},
         {{"name":"etc/","type":"dir","mode":493,"modtime":"2024-05-06T07:08:09Z"}},
         {{"name":"etc/hello","type":"reg","size":12,"mode":420,"uid":1000,"gid":100,"offset":{hello},"chunkDigest":"{}"}},
+        {{"name":"{landmark_name}","type":"reg","size":1,"offset":{landmark},"chunkDigest":"{}"}},
         {{"name":"etc/hello2","type":"hardlink","linkName":"etc/hello"}},
         {{"name":"bad","type":"reg","size":12,"mode":420,"offset":{bad},"chunkDigest":"{}"}},
         {{"name":"big","type":"reg","size":{},"mode":420,"offset":{big1},"chunkSize":200000,"chunkDigest":"{}"}},
@@ -66,8 +68,8 @@ fn blob(big: &[u8]) -> (Vec<u8>, Digest) {
         {{"name":"opq/.wh..wh..opq","type":"reg","mode":420}},
         {{"name":"opq/new","type":"reg","mode":420}}
         ]}}"#,
-        d(&[0x0f]),
         d(b"hello world\n"),
+        d(&[0x0f]),
         d(b"hello again\n"),
         big.len(),
         d(&big[..200_000]),
@@ -97,7 +99,7 @@ fn a_layer_mounted_through_fuse_reads_right_and_refuses_a_bad_chunk() {
         return;
     }
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (bytes, toc) = blob(&big);
+    let (bytes, toc) = blob(&big, ".no.prefetch.landmark");
     let source = Arc::new(Memory {
         blob: bytes,
         fetched: AtomicU64::new(0),
@@ -179,4 +181,40 @@ fn check(mnt: &Path, dir: &Path, merged: &Path, big: &[u8]) {
         std::fs::read(merged.join("etc/hello")).unwrap(),
         b"hello world\n"
     );
+}
+
+#[test]
+fn prioritized_files_are_fetched_at_prefetch_and_read_without_fetching() {
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+    let (bytes, toc) = blob(&big, ".prefetch.landmark");
+    let source = Arc::new(Memory {
+        blob: bytes,
+        fetched: AtomicU64::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let layer = runtime
+        .block_on(Layer::open(source.clone(), &toc, dir.path().join("cache")))
+        .unwrap();
+    let hello = layer.tree().find("etc/hello").unwrap().ino;
+    let big_ino = layer.tree().find("big").unwrap().ino;
+    let hello_member = layer.tree().get(hello).unwrap().chunks[0].end;
+    assert_eq!(layer.tree().prefetch_end, Some(hello_member));
+
+    let before = source.fetched.load(Ordering::Relaxed);
+    runtime.block_on(layer.prefetch()).unwrap();
+    // exactly the blob up to the landmark
+    assert_eq!(
+        source.fetched.load(Ordering::Relaxed) - before,
+        hello_member
+    );
+    let after_prefetch = source.fetched.load(Ordering::Relaxed);
+    let read = runtime.block_on(layer.read(hello, 0, 4096)).unwrap();
+    assert_eq!(read, b"hello world\n");
+    assert_eq!(source.fetched.load(Ordering::Relaxed), after_prefetch);
+
+    // a later file is fetched on demand, one chunk per range read
+    let part = runtime.block_on(layer.read(big_ino, 199_990, 20)).unwrap();
+    assert_eq!(part, &big[199_990..200_010]);
+    assert!(source.fetched.load(Ordering::Relaxed) > after_prefetch);
 }

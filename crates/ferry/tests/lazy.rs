@@ -237,8 +237,9 @@ impl Drop for RemoveOnDrop {
 }
 
 #[test]
-fn detached_lazy_runs_need_a_daemon() {
-    if skip_unless_root("detached_lazy_runs_need_a_daemon") {
+fn detached_lazy_runs_need_a_daemon_and_config_json_sets_the_default() {
+    let test = "detached_lazy_runs_need_a_daemon_and_config_json_sets_the_default";
+    if skip_unless_root(test) {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -251,13 +252,38 @@ fn detached_lazy_runs_need_a_daemon() {
         "true",
     ]));
     assert_eq!(code, 125);
-    let root = root.path().canonicalize().unwrap();
+    let canonical = root.path().canonicalize().unwrap();
+    let want = format!(
+        "ferry: run: --snapshotter stargz with -d needs `ferry daemon` running on {}: it \
+         serves the lazily pulled layers while the container runs",
+        canonical.display()
+    );
+    assert_eq!(stderr.trim(), want);
+
+    // the same from config.json's default, which the node settings do not mind
+    let config = root.path().join("config.json");
+    std::fs::write(&config, r#"{"snapshotter": "stargz", "mdns": false}"#).unwrap();
+    let image = format!("ipfs://{cid}");
+    let (code, _, stderr) = output(ferry(root.path()).args(["run", "-d", &image, "true"]));
+    assert_eq!((code, stderr.trim()), (125, want.as_str()));
+    let (code, _, stderr) = output(ferry(root.path()).args(["run", "--rm", &image, "true"]));
+    assert_eq!(code, 125);
     assert_eq!(
         stderr.trim(),
         format!(
-            "ferry: run: --snapshotter stargz with -d needs `ferry daemon` running on {}: it \
-             serves the lazily pulled layers while the container runs",
-            root.display()
+            "ferry: run: pull {cid}: no peers to fetch from: name one with --peer or in \
+             ROOT/config.json, or start `ferry daemon` (it also finds peers with mDNS and the DHT)"
+        )
+    );
+    std::fs::write(&config, r#"{"snapshotter": "zfs"}"#).unwrap();
+    let (code, _, stderr) = output(ferry(root.path()).args(["run", "-d", &image, "true"]));
+    assert_eq!(code, 125);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ferry: run: config {}: snapshotter must be \"overlayfs\" or \"stargz\": unknown \
+             variant `zfs`, expected `overlayfs` or `stargz`",
+            canonical.join("config.json").display()
         )
     );
 }
