@@ -91,27 +91,22 @@ impl ContainerDir {
 pub fn release_dir(id: &str, bundle: &Path, remove: bool, snapshotter: &Snapshotter) {
     let rootfs = bundle.join("rootfs");
     release_network(id, bundle);
-    let lazy_release = |rootfs: &Path| {
-        // bundle = ROOT/containers/<id>: lazy layers go once the overlay over them is gone
-        if let Some(root) = bundle.parent().and_then(Path::parent) {
-            let _ = nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH);
-            crate::lazy::release(root, id);
-        }
-    };
     if remove {
         if let Err(e) = snapshotter.remove_active(id, &rootfs) {
             tracing::warn!(container = %id, error = %e, "removing the container's snapshot failed");
         }
-        lazy_release(&rootfs);
+        // bundle = ROOT/containers/<id>; its lazy layers go now that the overlay over them is
+        if let Some(root) = bundle.parent().and_then(Path::parent) {
+            crate::lazy::release(root, id);
+        }
         if let Err(e) = std::fs::remove_dir_all(bundle) {
             tracing::warn!(container = %id, error = %e, "removing the container failed");
         }
     } else {
         // The container's changes stay in its active snapshot for a later commit or start.
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-        // TODO: `ferry start` of a stopped lazily pulled container needs its lazy layers
-        // mounted again; until then it fails to mount its rootfs.
-        lazy_release(&rootfs);
+        // Lazy layers served by the daemon stay mounted for `start` (a foreground run that
+        // served them itself unmounts them when it ends).
     }
 }
 

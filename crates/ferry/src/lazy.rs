@@ -7,7 +7,9 @@
 //! runs (asked over the control socket, so `-d` works), else the `ferry run` process itself
 //! until the container exits. Mount points are `ROOT/lazy/mnt/<container id>/<layer index>`,
 //! verified chunks are kept in `ROOT/lazy/cache/<layer digest>/`. The mounts go when the
-//! container is released; mounts whose server died are swept at the next run or daemon start.
+//! container is removed (those the daemon serves stay for `ferry start` until then) or when the
+//! run that served them ends; mounts whose server died are swept at the next run or daemon
+//! start.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,11 @@ pub struct Lazy {
 }
 
 impl Lazy {
+    /// Whether this process serves the mounts (they end with it), not the daemon.
+    pub fn served_here(&self) -> bool {
+        !matches!(self.server, Server::Daemon { .. })
+    }
+
     /// Whether `layer` can be mounted lazily by this server.
     pub fn can_mount(&self, layer: &Descriptor) -> bool {
         match self.server {

@@ -291,6 +291,10 @@ fn run_container(
         tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
     }
     container.release(&snapshotter);
+    if lazy.is_some_and(Lazy::served_here) {
+        // this process serves them: they would die with it
+        crate::lazy::release(root, &id);
+    }
     match result {
         Ok(code) => Ok(code),
         Err(e) => {

@@ -202,6 +202,17 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(lazy_mounts(c.path()).len(), 1);
+    // stopped, the daemon keeps serving its layer, so it starts again
+    ok(ferry(c.path()).args(["stop", "-t", "1", &id]));
+    assert_eq!(lazy_mounts(c.path()).len(), 1);
+    ok(ferry(c.path()).args(["start", &id]));
+    while ok(ferry(c.path()).args(["logs", &id])) != "up\nup\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the container did not start again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // the only peer goes away: a read of a file not fetched yet (cat is) waits, then fails
     drop(node_a);
