@@ -61,9 +61,19 @@ async fn image_and_lazy(ctx: &Context, args: &RunArgs) -> Result<(ImageRecord, O
     if kind == SnapshotterKind::Overlayfs || args.pull == PullPolicy::Never {
         return Ok((image_for_run(ctx, args).await?, None));
     }
+    let local = match args.pull {
+        PullPolicy::Always => None,
+        _ => find_image(&ctx.store, &args.image).ok(),
+    };
+    if let Some(image) = &local {
+        if !lazily_pulled(ctx, &args.image, image) {
+            // every layer is here: nothing to read lazily
+            return Ok((image.clone(), None));
+        }
+    }
     let reference: Reference = args.image.parse()?;
     let Reference::Ipfs(cid) = reference else {
-        return registry_image_and_lazy(ctx, args, &reference).await;
+        return registry_image_and_lazy(ctx, args, &reference, local).await;
     };
     let daemon = crate::control::connect(&ctx.socket_path()).await.is_some();
     if args.detach && !daemon {
@@ -73,10 +83,6 @@ async fn image_and_lazy(ctx: &Context, args: &RunArgs) -> Result<(ImageRecord, O
             ctx.root.display()
         );
     }
-    let local = match args.pull {
-        PullPolicy::Always => None,
-        _ => find_image(&ctx.store, &args.image).ok(),
-    };
     let node = crate::network::pull_ipfs_lazy(ctx, local.is_none().then_some(cid), &args.net)
         .await
         .with_context(|| format!("pull {cid}"))?;
@@ -166,21 +172,13 @@ async fn registry_image_and_lazy(
     ctx: &Context,
     args: &RunArgs,
     reference: &Reference,
+    local: Option<ImageRecord>,
 ) -> Result<(ImageRecord, Option<Lazy>)> {
     if args.detach {
         bail!(
             "--snapshotter stargz with -d reads IPFS images only: the layers of a registry \
              image are served by the foreground run"
         );
-    }
-    let local = match args.pull {
-        PullPolicy::Always => None,
-        _ => find_image(&ctx.store, &args.image).ok(),
-    };
-    if let Some(image) = &local {
-        if !lazily_pulled(ctx, &args.image, image) {
-            return Ok((image.clone(), None));
-        }
     }
     let opts = PullOptions {
         platform: Platform::host(),
