@@ -1,7 +1,8 @@
 //! `ferry run --snapshotter stargz`: the eStargz layers of an IPFS image are mounted through
 //! FUSE (`ferry-lazy`) as overlay lower directories instead of being fetched and unpacked
 //! first. A file's chunks are fetched when the container reads them, by byte ranges of the
-//! layer's UnixFS file over Bitswap.
+//! layer's UnixFS file over Bitswap (or, for a registry image, by HTTP Range requests that the
+//! foreground run serves).
 //!
 //! The process that holds the IPFS node serves the mounts: the daemon of the root when one
 //! runs (asked over the control socket, so `-d` works), else the `ferry run` process itself
