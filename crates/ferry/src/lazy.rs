@@ -135,8 +135,6 @@ impl Lazy {
                     digest: layer.digest.clone(),
                     size: layer.size,
                 });
-                // TODO: fetch the whole layer in the background as for IPFS images; until
-                // then a later run pulls what is missing.
                 self.runtime
                     .block_on(mount_source(&self.root, source, layer, mountpoint))
             }
@@ -301,6 +299,24 @@ fn background_fetch(
         let mut downloading = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(set) = downloading.as_mut() {
             set.remove(&layer.digest);
+        }
+    });
+}
+
+/// After [`BACKGROUND_DELAY`], pulls the rest of the registry image `reference` (its eStargz
+/// layers, verified and stored like any pulled blob) while the foreground run goes on; a run
+/// that ends first leaves the rest to the next pull.
+pub fn background_registry_pull(
+    store: Arc<Store>,
+    reference: ferry_oci::Reference,
+    mut opts: ferry_distribution::PullOptions,
+) {
+    opts.leave_out_estargz = false;
+    tokio::spawn(async move {
+        tokio::time::sleep(BACKGROUND_DELAY).await;
+        tracing::info!(image = %reference, "fetching the lazy layers in the background");
+        if let Err(e) = ferry_distribution::pull(&store, &reference, &opts, &|_| {}).await {
+            tracing::warn!(image = %reference, error = %e, "background pull failed");
         }
     });
 }

@@ -192,6 +192,7 @@ async fn registry_image_and_lazy(
         pull_registry(&ctx.store, reference, &opts, false).await?;
     }
     let ranges = ferry_distribution::BlobRanges::open(reference, &opts).await?;
+    crate::lazy::background_registry_pull(ctx.store.clone(), reference.clone(), opts);
     let image = find_image(&ctx.store, &reference.image_name())?;
     let lazy = Lazy {
         server: Server::Registry {

@@ -173,6 +173,17 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
     ]));
     assert_eq!((code, stdout.as_str()), (0, "12.15\n"), "{stderr}");
     assert!(!r.path().join("blobs/sha256").join(hex).exists());
+    // a run that lasts longer than the background delay also gets the whole layer, verified
+    ok(ferry(r.path()).args([
+        "run",
+        "--rm",
+        "--snapshotter=stargz",
+        &image.name,
+        "sleep",
+        "10",
+    ]));
+    let layer = r.path().join("blobs/sha256").join(hex);
+    assert_eq!(sha256sum(&layer), hex);
     drop(image.registry);
 
     // node C: a detached container, its lazy layer served by C's daemon
