@@ -146,12 +146,36 @@ pub async fn pull_image(
     timeout: Duration,
     progress: &dyn PullProgress,
 ) -> Result<Descriptor, Error> {
+    pull_image_leaving(
+        bitswap,
+        store,
+        image_cid,
+        platform,
+        timeout,
+        progress,
+        &|_| false,
+    )
+    .await
+}
+
+/// [`pull_image`] without the layers `leave_out` names (lazy pulling fetches eStargz layers
+/// later, by range): their descriptors stay in the manifest, their blobs are not fetched.
+pub async fn pull_image_leaving(
+    bitswap: &ferry_bitswap::Bitswap,
+    store: &Arc<Store>,
+    image_cid: Cid,
+    platform: Option<&Platform>,
+    timeout: Duration,
+    progress: &dyn PullProgress,
+    leave_out: &(dyn Fn(&Descriptor) -> bool + Sync),
+) -> Result<Descriptor, Error> {
     let puller = Puller {
         bitswap,
         store,
         platform,
         timeout,
         progress,
+        leave_out,
     };
     let on_bytes = |n| progress.bytes(n);
     let (digest, _) = fetch_blob(
@@ -178,6 +202,7 @@ struct Puller<'a> {
     platform: Option<&'a Platform>,
     timeout: Duration,
     progress: &'a dyn PullProgress,
+    leave_out: &'a (dyn Fn(&Descriptor) -> bool + Sync),
 }
 
 impl Puller<'_> {
@@ -204,7 +229,13 @@ impl Puller<'_> {
             } else if media::is_manifest(&desc.media_type) {
                 let manifest: Manifest = self.read_json(&desc)?;
                 todo.push(manifest.config);
-                todo.extend(manifest.layers.into_iter().rev());
+                todo.extend(
+                    manifest
+                        .layers
+                        .into_iter()
+                        .rev()
+                        .filter(|l| !(self.leave_out)(l)),
+                );
             }
         }
         Ok(())

@@ -34,6 +34,6 @@ pub use compress::{recompress, Compression};
 pub use connect::login;
 pub use error::{Error, ErrorKind};
 pub use estargz::{convert_estargz, ConvertEvent, EstargzOptions};
-pub use pull::{pull, PullEvent, PullOptions};
+pub use pull::{pull, BlobRanges, PullEvent, PullOptions};
 pub use push::{push, PlatformChoice, PushEvent, PushOptions};
 pub use save::{save_archive, ArchiveFormat, SaveImage, SaveOptions};

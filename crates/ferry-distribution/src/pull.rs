@@ -43,6 +43,9 @@ pub struct PullOptions {
     pub auth: Auth,
     /// CA certificates (PEM) to trust for this registry besides the system's roots.
     pub ca_certs: Vec<Vec<u8>>,
+    /// Leave out eStargz layers (those with the TOC digest annotation): a lazy run reads them
+    /// by range instead ([`BlobRanges`]).
+    pub leave_out_estargz: bool,
 }
 
 impl Default for PullOptions {
@@ -53,7 +56,96 @@ impl Default for PullOptions {
             insecure_registries: Vec::new(),
             auth: Auth::Anonymous,
             ca_certs: Vec::new(),
+            leave_out_estargz: false,
         }
+    }
+}
+
+/// The layer annotation that marks an eStargz layer (the digest of its TOC).
+const ESTARGZ_TOC_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+
+/// Byte ranges of the blobs of one registry repository (HTTP Range requests), for lazy
+/// pulling: only the bytes asked for are fetched.
+pub struct BlobRanges {
+    client: Client,
+    image: oci_client::Reference,
+    name: String,
+}
+
+impl BlobRanges {
+    /// Connects to the repository of `reference` as a pull would (same trust and credentials).
+    pub async fn open(reference: &Reference, opts: &PullOptions) -> Result<BlobRanges, Error> {
+        let name = reference.image_name();
+        let open = async {
+            let (domain, image) = registry_reference(reference)?;
+            let connection =
+                Connection::open(&domain, &opts.insecure_registries, &opts.ca_certs).await?;
+            let client = connection.client(false)?;
+            client
+                .auth(
+                    &image,
+                    &opts.auth.to_registry_auth(),
+                    oci_client::RegistryOperation::Pull,
+                )
+                .await
+                .map_err(registry_fail)?;
+            Ok::<_, Fail>(BlobRanges {
+                client,
+                image,
+                name: name.clone(),
+            })
+        };
+        open.await.map_err(|f| f.into_pull(&name))
+    }
+
+    /// The bytes `range` of blob `digest`: all of them, or an error.
+    pub async fn read(
+        &self,
+        digest: &Digest,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, Error> {
+        let what = format!("blob {digest} bytes {}..{}", range.start, range.end);
+        let read = async {
+            let want = range.end.saturating_sub(range.start);
+            if want == 0 {
+                return Ok(Vec::new());
+            }
+            let digest_text = digest.to_string();
+            let response = self
+                .client
+                .pull_blob_stream_partial(
+                    &self.image,
+                    digest_text.as_str(),
+                    range.start,
+                    Some(want),
+                )
+                .await
+                .map_err(|e| registry_fail(e).context(&what))?;
+            let (mut stream, skip) = match response {
+                oci_client::client::BlobResponse::Partial(stream) => (stream, 0),
+                // a registry that ignores Range sends the whole blob
+                oci_client::client::BlobResponse::Full(stream) => (stream, range.start),
+            };
+            let mut out = Vec::with_capacity(want as usize);
+            let mut seen = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk
+                    .map_err(|e| Fail::new(ErrorKind::Unavailable, chain(&e)))
+                    .map_err(|f| f.context(&what))?;
+                let start = skip.saturating_sub(seen).min(chunk.len() as u64) as usize;
+                seen += chunk.len() as u64;
+                out.extend_from_slice(&chunk[start..]);
+                if out.len() as u64 >= want {
+                    out.truncate(want as usize);
+                    return Ok(out);
+                }
+            }
+            Err(Fail::invalid(format!(
+                "{what}: the registry sent {} bytes",
+                out.len()
+            )))
+        };
+        read.await.map_err(|f| f.into_pull(&self.name))
     }
 }
 
@@ -130,6 +222,7 @@ async fn pull_image(
         image,
         store,
         progress,
+        leave_out_estargz: opts.leave_out_estargz,
     };
 
     let bytes = puller.manifest(&puller.image).await?;
@@ -232,6 +325,7 @@ struct Puller<'a> {
     image: oci_client::Reference,
     store: &'a Store,
     progress: &'a (dyn Fn(PullEvent) + Send + Sync),
+    leave_out_estargz: bool,
 }
 
 impl Puller<'_> {
@@ -295,6 +389,9 @@ impl Puller<'_> {
         let blobs: Vec<Descriptor> = std::iter::once(m.config)
             .chain(m.layers)
             .filter(|d| seen.insert(d.digest.clone()))
+            .filter(|d| {
+                !(self.leave_out_estargz && d.annotations.contains_key(ESTARGZ_TOC_ANNOTATION))
+            })
             .collect();
         // TODO: fetch non-distributable layers from their urls when the registry lacks them.
         // Collected first: a stream holding the mapping closure would not be `Send` (the

@@ -330,6 +330,12 @@ pub struct RunArgs {
     /// Name the container (default: a made-up name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// How the image's layers become the container's root: `overlayfs` unpacks them first;
+    /// `stargz` mounts eStargz layers of an IPFS image through FUSE and fetches each file's
+    /// chunks when they are read (lazy pulling). Default: `snapshotter` in ROOT/config.json,
+    /// else overlayfs.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub snapshotter: Option<SnapshotterKind>,
     /// Run as this user: a name or uid, optionally with :GROUP, looked up in the image's
     /// /etc/passwd and /etc/group.
     #[arg(short, long, value_name = "USER[:GROUP]")]
@@ -456,6 +462,33 @@ pub enum IpfsCommand {
     Swarm(SwarmArgs),
     /// The read-only registry endpoint for IPFS images (HOST:PORT/ipfs/CID).
     Registry(crate::registry::RegistryArgs),
+    /// Counters of the running daemon.
+    Stats(StatsArgs),
+}
+
+/// `ferry run --snapshotter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotterKind {
+    /// Unpack every layer before the container starts.
+    Overlayfs,
+    /// Lazy pulling of eStargz layers through FUSE.
+    Stargz,
+}
+
+/// `ferry ipfs stats`.
+#[derive(Args)]
+pub struct StatsArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: StatsCommand,
+}
+
+/// Counters of the running daemon.
+#[derive(Subcommand)]
+pub enum StatsCommand {
+    /// Blocks and bytes received and sent over Bitswap, as `ipfs stats bitswap` prints them.
+    Bitswap,
 }
 
 /// `ferry ipfs add`.

@@ -85,6 +85,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             IpfsCommand::Registry(args) => runtime
                 .block_on(crate::registry::registry(&ctx, args))
                 .map(|_| 0),
+            IpfsCommand::Stats(args) => runtime
+                .block_on(crate::ipfs::stats(&ctx, args.command))
+                .map(|_| 0),
         },
     }
 }
@@ -145,6 +148,7 @@ async fn pull(ctx: &Context, args: &PullArgs) -> Result<()> {
                 insecure_registries: args.insecure_registries.clone(),
                 auth: crate::auth::credentials(&reference)?,
                 ca_certs: crate::auth::ca_certs_for(&reference, &args.ca_cert, &ctx.root)?,
+                leave_out_estargz: false,
             };
             pull_registry(&ctx.store, &reference, &opts, args.quiet).await?;
         }

@@ -95,12 +95,18 @@ pub fn release_dir(id: &str, bundle: &Path, remove: bool, snapshotter: &Snapshot
         if let Err(e) = snapshotter.remove_active(id, &rootfs) {
             tracing::warn!(container = %id, error = %e, "removing the container's snapshot failed");
         }
+        // bundle = ROOT/containers/<id>; its lazy layers go now that the overlay over them is
+        if let Some(root) = bundle.parent().and_then(Path::parent) {
+            crate::lazy::release(root, id);
+        }
         if let Err(e) = std::fs::remove_dir_all(bundle) {
             tracing::warn!(container = %id, error = %e, "removing the container failed");
         }
     } else {
         // The container's changes stay in its active snapshot for a later commit or start.
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        // Lazy layers served by the daemon stay mounted for `start` (a foreground run that
+        // served them itself unmounts them when it ends).
     }
 }
 
@@ -124,6 +130,7 @@ fn try_lock(file: &File) -> std::io::Result<()> {
 /// Cleans up after runs that were killed (their lock is free): unmounts their rootfs, deletes
 /// their runc state and removes `--rm` containers.
 pub fn sweep(root: &Path, snapshotter: &Snapshotter, runc: &Runc) {
+    crate::lazy::sweep(root);
     let Ok(entries) = std::fs::read_dir(root.join("containers")) else {
         return;
     };

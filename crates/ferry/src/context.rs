@@ -7,6 +7,8 @@ use anyhow::{Context as _, Result};
 use ferry_content::Store;
 use ferry_ipfs::NodeConfig;
 
+use crate::cli::SnapshotterKind;
+
 /// The root of one ferry installation and its open store.
 pub struct Context {
     pub root: PathBuf,
@@ -39,16 +41,42 @@ impl Context {
     pub fn socket_path(&self) -> PathBuf {
         self.root.join("ferry.sock")
     }
+
+    /// The snapshotter `ferry run` uses when `--snapshotter` is not given: the `snapshotter`
+    /// key of ROOT/config.json, else overlayfs.
+    pub fn default_snapshotter(&self) -> Result<SnapshotterKind> {
+        let path = self.root.join("config.json");
+        let mut config = read_json(&path)?;
+        match config.as_object_mut().and_then(|c| c.remove("snapshotter")) {
+            None => Ok(SnapshotterKind::Overlayfs),
+            Some(value) => serde_json::from_value(value).with_context(|| {
+                format!(
+                    "config {}: snapshotter must be \"overlayfs\" or \"stargz\"",
+                    path.display()
+                )
+            }),
+        }
+    }
 }
 
-fn read_config(path: &Path) -> Result<NodeConfig> {
+/// ROOT/config.json as JSON (an empty object when there is none).
+fn read_json(path: &Path) -> Result<serde_json::Value> {
     match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).with_context(|| format!("config {}", path.display()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
         Err(e) => Err(e).with_context(|| format!("config {}", path.display())),
     }
+}
+
+/// The node's part of ROOT/config.json (keys the CLI reads are left out).
+fn read_config(path: &Path) -> Result<NodeConfig> {
+    let mut config = read_json(path)?;
+    if let Some(object) = config.as_object_mut() {
+        object.remove("snapshotter");
+    }
+    serde_json::from_value(config).with_context(|| format!("config {}", path.display()))
 }
 
 fn default_root() -> PathBuf {

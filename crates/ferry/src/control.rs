@@ -28,6 +28,9 @@ pub enum Request {
         /// Pull every platform of an index.
         #[serde(default)]
         all_platforms: bool,
+        /// Leave out the eStargz layers (`run --snapshotter stargz` reads them lazily).
+        #[serde(default)]
+        lazy: bool,
     },
     /// Fetch a UnixFS file into the store as a blob.
     Fetch {
@@ -43,6 +46,18 @@ pub enum Request {
         /// Its multiaddr.
         addr: String,
     },
+    /// Mount an eStargz layer of an IPFS image read-only through FUSE, served by the daemon
+    /// until it is unmounted, and fetch the whole layer into the store in the background.
+    MountLazy {
+        /// The layer's descriptor (with its `ipfs://` url and toc.digest annotation).
+        layer: Box<ferry_oci::Descriptor>,
+        /// Where to mount it.
+        mountpoint: std::path::PathBuf,
+        /// How long to wait for any one block, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The Bitswap counters.
+    BitswapStats,
     /// Announce in the DHT that this node provides these CIDs and the roots they refer to
     /// (an image CID brings in the CIDs of its manifests, config and layers).
     Provide {
@@ -76,6 +91,21 @@ pub enum Reply {
     Peers {
         /// The addresses.
         addrs: Vec<String>,
+    },
+    /// Bitswap counters, named as `ipfs stats bitswap` names them.
+    BitswapStats {
+        /// Blocks received that a fetch waited for.
+        blocks_received: u64,
+        /// Bytes of those blocks.
+        data_received: u64,
+        /// Blocks sent to peers.
+        blocks_sent: u64,
+        /// Bytes of those blocks.
+        data_sent: u64,
+        /// Blocks received again after one copy had arrived.
+        dup_blocks_received: u64,
+        /// Connected peers.
+        partners: u64,
     },
     /// The request is done.
     Done,

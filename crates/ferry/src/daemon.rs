@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use cid::Cid;
 use ferry_content::Store;
-use ferry_convert::ipfs::{pull_image, MAX_MANIFEST_SIZE};
+use ferry_convert::ipfs::{pull_image_leaving, MAX_MANIFEST_SIZE};
 use ferry_ipfs::{fetch_blob, Node};
 use ferry_oci::{media, Descriptor, Index, Manifest, Platform};
 use nix::fcntl::{Flock, FlockArg};
@@ -27,6 +27,8 @@ const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 /// Runs until SIGINT or SIGTERM.
 pub async fn daemon(ctx: &Context, args: DaemonArgs) -> Result<()> {
     let _lock = lock_root(ctx)?;
+    // Lazy layers a killed daemon served.
+    crate::lazy::sweep(&ctx.root);
     let mut config = crate::network::node_config(ctx, args.swarm_key.as_deref())?;
     if args.no_mdns {
         config.mdns = false;
@@ -352,6 +354,7 @@ async fn handle(
             timeout_ms,
             platform,
             all_platforms,
+            lazy,
         } => {
             let Some(node) = node else {
                 bail!("the daemon is offline")
@@ -365,18 +368,65 @@ async fn handle(
                 Some(p) => crate::images::parse_platform(&p)?,
                 None => Platform::host(),
             };
-            let pull = pull_image(
+            let leave_out = move |l: &Descriptor| lazy && crate::lazy::is_lazy(l);
+            let pull = pull_image_leaving(
                 node.bitswap(),
                 &ctx.store,
                 cid,
                 (!all_platforms).then_some(&platform),
                 timeout,
                 &lines,
+                &leave_out,
             );
             node.routed(pull).await?;
             // Pulled images are pinned: this node now serves them too.
             provide(ctx, node, vec![cid]).await?;
             Ok(Reply::Done)
+        }
+        Request::MountLazy {
+            layer,
+            mountpoint,
+            timeout_ms,
+        } => {
+            let Some(node) = node else {
+                bail!("the daemon is offline")
+            };
+            let lazy = crate::lazy::lazy_dir(&ctx.root);
+            let inside = mountpoint.starts_with(&lazy)
+                && mountpoint
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir));
+            if !inside {
+                bail!(
+                    "lazy mount point {} is not under {}",
+                    mountpoint.display(),
+                    lazy.display()
+                );
+            }
+            crate::lazy::serve_layer(
+                &ctx.root,
+                &ctx.store,
+                node.bitswap().clone(),
+                &layer,
+                &mountpoint,
+                Duration::from_millis(timeout_ms),
+            )
+            .await?;
+            Ok(Reply::Done)
+        }
+        Request::BitswapStats => {
+            let Some(node) = node else {
+                bail!("the daemon is offline")
+            };
+            let stats = node.bitswap().stats();
+            Ok(Reply::BitswapStats {
+                blocks_received: stats.blocks_received,
+                data_received: stats.bytes_received,
+                blocks_sent: stats.blocks_sent,
+                data_sent: stats.bytes_sent,
+                dup_blocks_received: stats.duplicate_blocks,
+                partners: node.bitswap().peers().len() as u64,
+            })
         }
         Request::Provide { cids } => {
             let Some(node) = node else {

@@ -76,3 +76,33 @@ pub async fn swarm(ctx: &Context, command: SwarmCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// Prints the daemon's counters.
+pub async fn stats(ctx: &Context, command: crate::cli::StatsCommand) -> Result<()> {
+    let crate::cli::StatsCommand::Bitswap = command;
+    let Some(reply) = daemon_call(ctx, &Request::BitswapStats, &|_| {}).await? else {
+        bail!(
+            "no daemon is running on {}: the counters are the daemon's (start `ferry daemon`)",
+            ctx.root.display()
+        );
+    };
+    let Reply::BitswapStats {
+        blocks_received,
+        data_received,
+        blocks_sent,
+        data_sent,
+        dup_blocks_received,
+        partners,
+    } = reply
+    else {
+        bail!("unexpected answer from the daemon");
+    };
+    outln!("bitswap status");
+    outln!("\tblocks received: {blocks_received}");
+    outln!("\tblocks sent: {blocks_sent}");
+    outln!("\tdata received: {data_received}");
+    outln!("\tdata sent: {data_sent}");
+    outln!("\tdup blocks received: {dup_blocks_received}");
+    outln!("\tpartners [{partners}]");
+    Ok(())
+}

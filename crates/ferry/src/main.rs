@@ -25,6 +25,7 @@ mod estargz;
 mod images;
 mod inspect;
 mod ipfs;
+mod lazy;
 mod lifecycle;
 mod login;
 mod network;
@@ -83,10 +84,11 @@ fn init_tracing(debug: bool) {
     // Quieter by default: rustls-platform-verifier logs each failed verification as an error
     // (ferry's own error line says it once); kad warns at every start of a node with no peers
     // yet, which is how most start; rPGP warns about every partial-length packet Go's OpenPGP
-    // writes (ocicrypt pgp layers).
+    // writes (ocicrypt pgp layers); fuser warns when a lazy layer it serves was unmounted by
+    // someone else, which is how every lazy mount ends.
     let default = match debug {
         true => "debug",
-        false => "warn,rustls_platform_verifier=off,libp2p_kad=error,pgp=error",
+        false => "warn,rustls_platform_verifier=off,libp2p_kad=error,pgp=error,fuser=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

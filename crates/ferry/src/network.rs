@@ -41,6 +41,7 @@ pub async fn pull_ipfs_platform(
         timeout_ms: timeout_ms(net),
         platform: platform.map(Platform::to_string),
         all_platforms: platform.is_none(),
+        lazy: false,
     };
     if daemon_request(ctx, net, &request, &show).await?.is_some() {
         let image = ctx.store.get_image(&cid.to_string())?;
@@ -61,6 +62,54 @@ pub async fn pull_ipfs_platform(
     let result = node.routed(pull).await.map_err(anyhow::Error::from);
     progress.finish();
     finish(node, dialed, result).await
+}
+
+/// Pulls the IPFS image `cid` for `ferry run --snapshotter stargz`: everything but its eStargz
+/// layers, which are read lazily. Through the daemon when one runs (then None: the daemon
+/// serves the lazy layers), else with a node of this process, returned running so that it
+/// serves them while the container runs.
+pub async fn pull_ipfs_lazy(
+    ctx: &Context,
+    cid: Option<Cid>,
+    net: &NetArgs,
+) -> Result<Option<Node>> {
+    let show = |line: String| eprintln!("{line}");
+    if let Some(cid) = cid {
+        let request = Request::PullIpfs {
+            cid: cid.to_string(),
+            timeout_ms: timeout_ms(net),
+            platform: Some(Platform::host().to_string()),
+            all_platforms: false,
+            lazy: true,
+        };
+        if daemon_request(ctx, net, &request, &show).await?.is_some() {
+            return Ok(None);
+        }
+    } else if control::connect(&ctx.socket_path()).await.is_some() {
+        return Ok(None);
+    }
+    let (node, dialed) = start_node(ctx, net).await?;
+    let Some(cid) = cid else {
+        return Ok(Some(node));
+    };
+    let progress = Progress::new(Mode::detect(false));
+    let leave_out = |l: &Descriptor| crate::lazy::is_lazy(l);
+    let host = Platform::host();
+    let pull = ferry_convert::ipfs::pull_image_leaving(
+        node.bitswap(),
+        &ctx.store,
+        cid,
+        Some(&host),
+        block_timeout(net, dialed),
+        &progress,
+        &leave_out,
+    );
+    let result = node.routed(pull).await.map_err(anyhow::Error::from);
+    progress.finish();
+    match result {
+        Ok(_) => Ok(Some(node)),
+        Err(e) => finish(node, dialed, Err(e)).await,
+    }
 }
 
 /// Fetches the UnixFS file `cid` into the store (as a blob whose blocks this node then serves)

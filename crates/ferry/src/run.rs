@@ -13,10 +13,11 @@ use ferry_oci::{ImageConfig, Platform, Reference};
 use ferry_runtime::{ContainerSpec, Network, ProcessRequest, Resources, RunStdio, Runc};
 use ferry_snapshot::{Snapshot, Snapshotter};
 
-use crate::cli::{PullPolicy, RunArgs};
+use crate::cli::{PullPolicy, RunArgs, SnapshotterKind};
 use crate::commands::{find_image, pull_registry, resolve_manifest};
 use crate::container::{self, sweep, ContainerDir, Lower, Record, Status};
 use crate::context::Context;
+use crate::lazy::{Lazy, Server};
 use crate::runopts::NetMode;
 
 /// Marks a failed run with docker's exit code for it (125: ferry failed before the command
@@ -37,15 +38,74 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<i32> {
     }
     // Held until the rootfs is mounted: from then on the mount keeps the snapshots.
     let lease = ctx.store.lease().context("lease the store")?;
-    let image = match image_for_run(ctx, &args).await {
-        Ok(image) => image,
+    let (image, lazy) = match image_and_lazy(ctx, &args).await {
+        Ok(found) => found,
         Err(e) => return Err(e.context(RunFailed(125))),
     };
     let ctx_root = ctx.root.clone();
     let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || run_container(&ctx_root, &store, &image, &args, lease))
+    tokio::task::spawn_blocking(move || {
+        run_container(&ctx_root, &store, &image, &args, lease, lazy.as_ref())
+    })
+    .await
+    .map_err(|e| anyhow!(e).context(RunFailed(125)))?
+}
+
+/// The image, and with `--snapshotter stargz` (or that default in ROOT/config.json) for an
+/// IPFS image, what mounts its eStargz layers: the pull leaves them out.
+async fn image_and_lazy(ctx: &Context, args: &RunArgs) -> Result<(ImageRecord, Option<Lazy>)> {
+    let kind = match args.snapshotter {
+        Some(kind) => kind,
+        None => ctx.default_snapshotter()?,
+    };
+    if kind == SnapshotterKind::Overlayfs || args.pull == PullPolicy::Never {
+        return Ok((image_for_run(ctx, args).await?, None));
+    }
+    let local = match args.pull {
+        PullPolicy::Always => None,
+        _ => find_image(&ctx.store, &args.image).ok(),
+    };
+    if let Some(image) = &local {
+        if !lazily_pulled(ctx, &args.image, image) {
+            // every layer is here: nothing to read lazily
+            return Ok((image.clone(), None));
+        }
+    }
+    let reference: Reference = args.image.parse()?;
+    let Reference::Ipfs(cid) = reference else {
+        return registry_image_and_lazy(ctx, args, &reference, local).await;
+    };
+    let daemon = crate::control::connect(&ctx.socket_path()).await.is_some();
+    if args.detach && !daemon {
+        bail!(
+            "--snapshotter stargz with -d needs `ferry daemon` running on {}: it serves the \
+             lazily pulled layers while the container runs",
+            ctx.root.display()
+        );
+    }
+    let node = crate::network::pull_ipfs_lazy(ctx, local.is_none().then_some(cid), &args.net)
         .await
-        .map_err(|e| anyhow!(e).context(RunFailed(125)))?
+        .with_context(|| format!("pull {cid}"))?;
+    let server = match node {
+        None => Server::Daemon {
+            socket: ctx.socket_path(),
+        },
+        Some(node) => Server::Local {
+            node: std::sync::Arc::new(node),
+        },
+    };
+    let image = match local {
+        Some(image) => image,
+        None => find_image(&ctx.store, &reference.image_name())?,
+    };
+    let lazy = Lazy {
+        server,
+        root: ctx.root.clone(),
+        store: ctx.store.clone(),
+        timeout: args.net.timeout,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    Ok((image, Some(lazy)))
 }
 
 /// `-t` needs a terminal to relay, and a detached container nobody to relay it to.
@@ -71,7 +131,13 @@ fn check_terminal_flags(args: &RunArgs) -> Result<()> {
 async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
     if args.pull != PullPolicy::Always {
         match find_image(&ctx.store, &args.image) {
-            Ok(image) => return Ok(image),
+            Ok(image)
+                if args.pull == PullPolicy::Never || !lazily_pulled(ctx, &args.image, &image) =>
+            {
+                return Ok(image)
+            }
+            // its eStargz layers are not all here (a lazy run pulled it): fetch them now
+            Ok(_) => {}
             Err(e) if args.pull == PullPolicy::Never => {
                 return Err(e.context(format!("image {} is not here (--pull never)", args.image)))
             }
@@ -92,11 +158,61 @@ async fn image_for_run(ctx: &Context, args: &RunArgs) -> Result<ImageRecord> {
                 insecure_registries: Vec::new(),
                 auth: crate::auth::credentials(&reference)?,
                 ca_certs: crate::auth::ca_certs_for(&reference, &[], &ctx.root)?,
+                leave_out_estargz: false,
             };
             pull_registry(&ctx.store, &reference, &opts, false).await?;
         }
     }
     find_image(&ctx.store, &reference.image_name())
+}
+
+/// A registry image for a lazy run: pulled without its eStargz layers, which are read by HTTP
+/// Range requests from the registry by this process while the container runs.
+async fn registry_image_and_lazy(
+    ctx: &Context,
+    args: &RunArgs,
+    reference: &Reference,
+    local: Option<ImageRecord>,
+) -> Result<(ImageRecord, Option<Lazy>)> {
+    if args.detach {
+        bail!(
+            "--snapshotter stargz with -d reads IPFS images only: the layers of a registry \
+             image are served by the foreground run"
+        );
+    }
+    let opts = PullOptions {
+        platform: Platform::host(),
+        all_platforms: false,
+        insecure_registries: Vec::new(),
+        auth: crate::auth::credentials(reference)?,
+        ca_certs: crate::auth::ca_certs_for(reference, &[], &ctx.root)?,
+        leave_out_estargz: true,
+    };
+    if local.is_none() {
+        pull_registry(&ctx.store, reference, &opts, false).await?;
+    }
+    let ranges = ferry_distribution::BlobRanges::open(reference, &opts).await?;
+    crate::lazy::background_registry_pull(ctx.store.clone(), reference.clone(), opts);
+    let image = find_image(&ctx.store, &reference.image_name())?;
+    let lazy = Lazy {
+        server: Server::Registry {
+            ranges: std::sync::Arc::new(ranges),
+        },
+        root: ctx.root.clone(),
+        store: ctx.store.clone(),
+        timeout: args.net.timeout,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    Ok((image, Some(lazy)))
+}
+
+/// Whether `image` is one that a lazy run pulled without (some of) its layers.
+fn lazily_pulled(ctx: &Context, name: &str, image: &ImageRecord) -> bool {
+    if name.parse::<Reference>().is_err() {
+        return false;
+    }
+    resolve_manifest(&ctx.store, &image.target, &Platform::host())
+        .is_ok_and(|m| m.layers.iter().any(|l| !ctx.store.has_blob(&l.digest)))
 }
 
 fn run_container(
@@ -105,6 +221,7 @@ fn run_container(
     image: &ImageRecord,
     args: &RunArgs,
     lease: ferry_content::Lease,
+    lazy: Option<&Lazy>,
 ) -> Result<i32> {
     let runc = Runc::new(root.join("runc"));
     let snapshotter = Snapshotter::new(root.join("snapshots")).map_err(|e| anyhow!(e))?;
@@ -115,11 +232,14 @@ fn run_container(
         .clone()
         .unwrap_or_else(|| container::made_up_name(&id));
     container::reserve_name(root, &name, &id).map_err(|e| e.context(RunFailed(125)))?;
-    let prepared = prepare(root, store, &snapshotter, image, args, &id, &name);
+    let lazy_for = lazy.map(|l| (l, id.as_str()));
+    let prepared = unpack_with(root, store, &snapshotter, image, &args.key, lazy_for)
+        .and_then(|unpacked| prepare(root, &snapshotter, image, unpacked, args, &id, &name));
     drop(lease);
     let (container, mut record) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
+            crate::lazy::release(root, &id);
             container::release_name(root, &name, &id);
             return Err(e.context(RunFailed(125)));
         }
@@ -170,6 +290,10 @@ fn run_container(
         tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
     }
     container.release(&snapshotter);
+    if lazy.is_some_and(Lazy::served_here) {
+        // this process serves them: they would die with it
+        crate::lazy::release(root, &id);
+    }
     match result {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -189,6 +313,19 @@ pub fn unpack(
     image: &ImageRecord,
     keys: &[ferry_crypt::KeySpec],
 ) -> Result<(ImageConfig, Vec<Snapshot>)> {
+    unpack_with(root, store, snapshotter, image, keys, None)
+}
+
+/// [`unpack`], with the eStargz layers that are not in the store mounted lazily for container
+/// `id` when `lazy` is given.
+fn unpack_with(
+    root: &Path,
+    store: &Store,
+    snapshotter: &Snapshotter,
+    image: &ImageRecord,
+    keys: &[ferry_crypt::KeySpec],
+    lazy: Option<(&Lazy, &str)>,
+) -> Result<(ImageConfig, Vec<Snapshot>)> {
     let manifest = resolve_manifest(store, &image.target, &Platform::host())?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
         .with_context(|| format!("image config {}", manifest.config.digest))?;
@@ -203,7 +340,18 @@ pub fn unpack(
     }
     crate::crypt::authorize(root, &manifest.layers, keys)?;
     let mut lowers: Vec<Snapshot> = Vec::new();
-    for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+    for (index, (layer, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
+        if let Some((lazy, id)) = lazy {
+            if !store.has_blob(&layer.digest) && lazy.can_mount(layer) {
+                let parent = lowers.last().map(|l| l.chain_id.as_str());
+                let chain_id = Snapshotter::chain_id(parent, &diff_id.to_string());
+                let dir = crate::lazy::mountpoint(root, id, index);
+                lazy.mount(layer, &dir)
+                    .with_context(|| format!("mount layer {} lazily", layer.digest))?;
+                lowers.push(Snapshot { chain_id, dir });
+                continue;
+            }
+        }
         let mut open = || -> Result<_, ferry_snapshot::Error> {
             // Checked against the layer's digest as it is read (and decrypted and authenticated
             // when it is encrypted): a corrupt blob fails the apply.
@@ -221,15 +369,13 @@ pub fn unpack(
 
 fn prepare(
     root: &Path,
-    store: &Store,
     snapshotter: &Snapshotter,
     image: &ImageRecord,
+    (config, lowers): (ImageConfig, Vec<Snapshot>),
     args: &RunArgs,
     id: &str,
     name: &str,
 ) -> Result<(ContainerDir, Record)> {
-    let (config, lowers) = unpack(root, store, snapshotter, image, &args.key)?;
-
     let container = ContainerDir::create(root, id, args.rm)?;
     let bundle = (|| -> Result<Record> {
         let (network, ip) = match args.network {

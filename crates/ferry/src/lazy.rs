@@ -1,0 +1,363 @@
+//! `ferry run --snapshotter stargz`: the eStargz layers of an IPFS image are mounted through
+//! FUSE (`ferry-lazy`) as overlay lower directories instead of being fetched and unpacked
+//! first. A file's chunks are fetched when the container reads them, by byte ranges of the
+//! layer's UnixFS file over Bitswap (or, for a registry image, by HTTP Range requests that the
+//! foreground run serves).
+//!
+//! The process that holds the IPFS node serves the mounts: the daemon of the root when one
+//! runs (asked over the control socket, so `-d` works), else the `ferry run` process itself
+//! until the container exits. Mount points are `ROOT/lazy/mnt/<container id>/<layer index>`,
+//! verified chunks are kept in `ROOT/lazy/cache/<layer digest>/`. The mounts go when the
+//! container is removed (those the daemon serves stay for `ferry start` until then) or when the
+//! run that served them ends; mounts whose server died are swept at the next run or daemon
+//! start.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bytes::Bytes;
+use cid::Cid;
+use ferry_bitswap::Bitswap;
+use ferry_content::Store;
+use ferry_distribution::BlobRanges;
+use ferry_ipfs::{BlobDownload, BlockSource, Error as IpfsError, Node, ReadOptions};
+use ferry_oci::{Descriptor, Digest};
+use futures::future::BoxFuture;
+
+use crate::control::{Reply, Request};
+
+/// How long after a layer is mounted its whole blob starts to be fetched in the background:
+/// a container's first reads go first.
+const BACKGROUND_DELAY: Duration = Duration::from_secs(5);
+
+/// Whether `layer` of an IPFS image is read lazily: an eStargz layer (it has the TOC digest
+/// annotation) that an `ipfs://` url names and that is not encrypted.
+pub fn is_lazy(layer: &Descriptor) -> bool {
+    is_estargz(layer) && layer.ipfs_url().is_some()
+}
+
+fn is_estargz(layer: &Descriptor) -> bool {
+    toc_digest(layer).is_some() && !ferry_crypt::image::is_encrypted(layer)
+}
+
+fn toc_digest(layer: &Descriptor) -> Option<Digest> {
+    layer
+        .annotations
+        .get(ferry_estargz::TOC_DIGEST_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+/// Where the lazy layers of this root live.
+pub fn lazy_dir(root: &Path) -> PathBuf {
+    root.join("lazy")
+}
+
+/// The mount point of layer `index` of container `id`.
+pub fn mountpoint(root: &Path, id: &str, index: usize) -> PathBuf {
+    lazy_dir(root).join("mnt").join(id).join(index.to_string())
+}
+
+/// Who serves the FUSE mounts of one run.
+pub enum Server {
+    /// The daemon of the root, over the control socket.
+    Daemon {
+        /// The control socket.
+        socket: PathBuf,
+    },
+    /// This process, with its own node, while the container runs in the foreground.
+    Local {
+        /// The node blocks come from.
+        node: Arc<Node>,
+    },
+    /// This process, reading byte ranges of the layers from the image's registry, while the
+    /// container runs in the foreground.
+    Registry {
+        /// The repository's blobs.
+        ranges: Arc<BlobRanges>,
+    },
+}
+
+/// Mounts lazy layers for `ferry run`.
+pub struct Lazy {
+    /// Who serves the mounts.
+    pub server: Server,
+    /// The root.
+    pub root: PathBuf,
+    /// Its store.
+    pub store: Arc<Store>,
+    /// The wait for any one block.
+    pub timeout: Duration,
+    /// The runtime that answers reads (local) or talks to the daemon.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Lazy {
+    /// Whether this process serves the mounts (they end with it), not the daemon.
+    pub fn served_here(&self) -> bool {
+        !matches!(self.server, Server::Daemon { .. })
+    }
+
+    /// Whether `layer` can be mounted lazily by this server.
+    pub fn can_mount(&self, layer: &Descriptor) -> bool {
+        match self.server {
+            Server::Registry { .. } => is_estargz(layer),
+            _ => is_lazy(layer),
+        }
+    }
+
+    /// Mounts `layer` at `mountpoint`; returns when the TOC is read and the mount is up.
+    /// Called from a blocking thread.
+    pub fn mount(&self, layer: &Descriptor, mountpoint: &Path) -> Result<()> {
+        match &self.server {
+            Server::Daemon { socket } => {
+                let request = Request::MountLazy {
+                    layer: Box::new(layer.clone()),
+                    mountpoint: mountpoint.to_path_buf(),
+                    timeout_ms: self.timeout.as_millis().min(u64::MAX as u128) as u64,
+                };
+                self.runtime.block_on(async {
+                    let stream = crate::control::connect(socket)
+                        .await
+                        .ok_or_else(|| anyhow!("the daemon stopped"))?;
+                    match crate::control::call(stream, &request, |_| {}).await? {
+                        Reply::Done => Ok(()),
+                        _ => bail!("unexpected answer from the daemon"),
+                    }
+                })
+            }
+            Server::Registry { ranges } => {
+                let source = Arc::new(RegistrySource {
+                    ranges: ranges.clone(),
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                });
+                self.runtime
+                    .block_on(mount_source(&self.root, source, layer, mountpoint))
+            }
+            Server::Local { node } => self.runtime.block_on(serve_layer(
+                &self.root,
+                &self.store,
+                node.bitswap().clone(),
+                layer,
+                mountpoint,
+                self.timeout,
+            )),
+        }
+    }
+}
+
+/// Reads `layer`'s TOC, mounts the layer at `mountpoint` (served by a thread of this process
+/// until it is unmounted), starts fetching its prioritized files, and a little later the
+/// whole blob into the store.
+pub async fn serve_layer(
+    root: &Path,
+    store: &Arc<Store>,
+    bitswap: Bitswap,
+    layer: &Descriptor,
+    mountpoint: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    let cid_text = layer
+        .ipfs_url()
+        .ok_or_else(|| anyhow!("layer {} has no ipfs:// url", layer.digest))?;
+    let cid = Cid::try_from(cid_text).with_context(|| format!("layer url ipfs://{cid_text}"))?;
+    let opts = ReadOptions {
+        // a peer that went away: ask again (other providers answer) until the timeout is spent
+        timeout: (timeout / 3).max(Duration::from_secs(1)),
+        retries: 2,
+    };
+    let blocks: Arc<dyn BlockSource> = Arc::new(Patient(bitswap));
+    let source = Arc::new(ferry_lazy::IpfsSource::new(
+        blocks.clone(),
+        store.clone(),
+        cid,
+        layer.size,
+        opts,
+    ));
+    mount_source(root, source, layer, mountpoint).await?;
+    background_fetch(store.clone(), blocks, cid, layer.clone(), opts);
+    Ok(())
+}
+
+/// Reads `layer`'s TOC from `source`, mounts it at `mountpoint` and starts fetching its
+/// prioritized files.
+async fn mount_source(
+    root: &Path,
+    source: Arc<dyn ferry_lazy::ChunkSource>,
+    layer: &Descriptor,
+    mountpoint: &Path,
+) -> Result<()> {
+    let toc = toc_digest(layer)
+        .ok_or_else(|| anyhow!("layer {} is not eStargz (no TOC digest)", layer.digest))?;
+    let cache = lazy_dir(root).join("cache").join(layer.digest.hex());
+    let opened = ferry_lazy::Layer::open(source, &toc, cache)
+        .await
+        .with_context(|| format!("read the TOC of layer {}", layer.digest))?;
+    let opened = Arc::new(opened);
+    ferry_lazy::mount(
+        opened.clone(),
+        mountpoint,
+        tokio::runtime::Handle::current(),
+    )
+    .with_context(|| format!("mount layer {}", layer.digest))?;
+    tracing::info!(layer = %layer.digest, mountpoint = %mountpoint.display(), "lazy layer mounted");
+    tokio::spawn(async move {
+        if let Err(e) = opened.prefetch().await {
+            tracing::warn!(error = %e, "prefetching the prioritized files failed");
+        }
+    });
+    Ok(())
+}
+
+/// A layer read by HTTP Range requests from its registry.
+struct RegistrySource {
+    ranges: Arc<BlobRanges>,
+    digest: Digest,
+    size: u64,
+}
+
+impl ferry_lazy::ChunkSource for RegistrySource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn fetch(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, ferry_lazy::Error>> {
+        Box::pin(async move {
+            self.ranges
+                .read(&self.digest, range.clone())
+                .await
+                .map_err(|e| ferry_lazy::Error::Fetch {
+                    start: range.start,
+                    end: range.end,
+                    why: e.to_string(),
+                })
+        })
+    }
+}
+
+/// Bitswap for a mounted layer: with no peer connected, a read waits (and asks again) for one
+/// to come back until its timeout is spent, instead of failing at once; then it is an I/O
+/// error for the reader.
+struct Patient(Bitswap);
+
+impl BlockSource for Patient {
+    fn get_block(&self, cid: Cid, timeout: Duration) -> BoxFuture<'_, Result<Bytes, IpfsError>> {
+        BlockSource::get_block(&self.0, cid, timeout)
+    }
+}
+
+/// Layers whose whole blob is being fetched by this process.
+static DOWNLOADING: Mutex<Option<HashSet<Digest>>> = Mutex::new(None);
+
+/// After [`BACKGROUND_DELAY`], fetches the whole layer into the store (verified against its
+/// digest and size, then kept like any pulled blob), once per layer and process.
+fn background_fetch(
+    store: Arc<Store>,
+    blocks: Arc<dyn BlockSource>,
+    cid: Cid,
+    layer: Descriptor,
+    opts: ReadOptions,
+) {
+    {
+        let mut downloading = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
+        if !downloading
+            .get_or_insert_with(HashSet::new)
+            .insert(layer.digest.clone())
+        {
+            return;
+        }
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(BACKGROUND_DELAY).await;
+        if !store.has_blob(&layer.digest) {
+            match BlobDownload::start(
+                blocks,
+                store.clone(),
+                cid,
+                layer.digest.clone(),
+                layer.size,
+                opts,
+            ) {
+                Ok(download) => {
+                    tracing::info!(layer = %layer.digest, "fetching the lazy layer in the background");
+                    while !download.is_done() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %layer.digest, error = %e, "background fetch failed")
+                }
+            }
+        }
+        let mut downloading = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = downloading.as_mut() {
+            set.remove(&layer.digest);
+        }
+    });
+}
+
+/// After [`BACKGROUND_DELAY`], pulls the rest of the registry image `reference` (its eStargz
+/// layers, verified and stored like any pulled blob) while the foreground run goes on; a run
+/// that ends first leaves the rest to the next pull.
+pub fn background_registry_pull(
+    store: Arc<Store>,
+    reference: ferry_oci::Reference,
+    mut opts: ferry_distribution::PullOptions,
+) {
+    opts.leave_out_estargz = false;
+    tokio::spawn(async move {
+        tokio::time::sleep(BACKGROUND_DELAY).await;
+        tracing::info!(image = %reference, "fetching the lazy layers in the background");
+        if let Err(e) = ferry_distribution::pull(&store, &reference, &opts, &|_| {}).await {
+            tracing::warn!(image = %reference, error = %e, "background pull failed");
+        }
+    });
+}
+
+/// Unmounts the lazy layers of container `id` (they go once its overlay is gone).
+pub fn release(root: &Path, id: &str) {
+    let dir = lazy_dir(root).join("mnt").join(id);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(e) = ferry_lazy::unmount(&entry.path()) {
+            tracing::warn!(container = %id, error = %e, "cannot unmount a lazy layer");
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
+
+/// Lazily unmounts the lazy layers whose server died (a killed ferry) and removes their mount
+/// points.
+pub fn sweep(root: &Path) {
+    let dir = lazy_dir(root);
+    for point in ferry_lazy::sweep_stale(&dir) {
+        tracing::info!(mountpoint = %point.display(), "removed a stale lazy mount");
+    }
+    // With no layer mounted, the chunks of layers whose whole blob has arrived are not needed.
+    // TODO: `image prune` should also drop the chunks of layers no image refers to any more.
+    if !ferry_lazy::fs::mounts_under(&dir).is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir.join("cache")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Ok(digest) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() else {
+            continue;
+        };
+        // the store's blob path (ferry-content keeps blobs as blobs/sha256/HEX)
+        if root.join("blobs/sha256").join(digest.hex()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
