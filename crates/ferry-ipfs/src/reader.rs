@@ -47,6 +47,10 @@ pub trait BlockSource: Send + Sync + 'static {
     fn can_fetch(&self) -> bool {
         true
     }
+
+    /// Says that the store now holds `cid` (a block of a download in progress, indexed in its
+    /// ingest file), so peers that asked for it can be told. Does nothing by default.
+    fn announce(&self, _cid: &Cid) {}
 }
 
 impl BlockSource for Bitswap {
@@ -56,6 +60,10 @@ impl BlockSource for Bitswap {
 
     fn can_fetch(&self) -> bool {
         !self.peers().is_empty()
+    }
+
+    fn announce(&self, cid: &Cid) {
+        Bitswap::announce(self, cid);
     }
 }
 
@@ -446,13 +454,36 @@ async fn run_download(
 ) -> Result<(), Error> {
     let mut entries = Vec::new();
     let mut written = 0u64;
+    let mut interior_indexed = 0;
     while let Some(leaf) = walk.next().await {
         let leaf = leaf?;
         ingest.write_at(leaf.offset, &leaf.data)?;
         written = written.max(leaf.offset + leaf.data.len() as u64);
         progress.send_modify(|p| p.written = written);
-        // only what the index needs: holding the leaves' bytes would hold the whole file
+        // Served on at once (issue 9): the nodes seen so far and this leaf go into the CID
+        // index, the leaf as a range of the ingest file.
+        let nodes: Vec<BlockEntry> = walk.interior[interior_indexed..]
+            .iter()
+            .map(|(cid, block)| (cid, block))
+            .chain(leaf.wrapped.as_ref().map(|block| (&leaf.cid, block)))
+            .map(|(cid, block)| BlockEntry {
+                cid: *cid,
+                location: BlockLocation::Inline(block.to_vec()),
+            })
+            .collect();
+        if !nodes.is_empty() {
+            store.put_blocks(&nodes)?;
+        }
         let length = leaf.data.len() as u64;
+        if leaf.wrapped.is_none() {
+            ingest.index_blocks(&[(leaf.cid, leaf.offset, length)])?;
+        }
+        for cid in walk.interior[interior_indexed..].iter().map(|(cid, _)| cid) {
+            walk.source.announce(cid);
+        }
+        walk.source.announce(&leaf.cid);
+        interior_indexed = walk.interior.len();
+        // only what the index needs: holding the leaves' bytes would hold the whole file
         entries.push((leaf.cid, leaf.offset, length, leaf.wrapped));
     }
 
