@@ -143,3 +143,48 @@ async fn oversized_message_drops_the_stream() {
         "stream still open after an oversized length"
     );
 }
+
+/// The announce path (issue 9): a peer told DONT_HAVE is told HAVE as soon as the block
+/// arrives, and fetches it long before its next rebroadcast would have asked again.
+#[tokio::test]
+async fn announce_tells_a_peer_that_was_told_dont_have() {
+    let data = pseudo_random(7, 4096);
+    let cid = raw_cid(&data);
+    let store = Arc::new(MemoryBlockstore::new());
+    let config = Config {
+        rebroadcast_interval: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let a = Node::bitswap(store.clone() as Arc<dyn Blockstore>, config.clone()).await;
+    let b = Node::bitswap(Arc::new(MemoryBlockstore::new()), config).await;
+    b.connect(&a).await;
+
+    let fetch = tokio::spawn({
+        let bitswap = b.bs().clone();
+        async move { bitswap.get(cid, Duration::from_secs(30)).await }
+    });
+    let told = tokio::time::timeout(LIMIT, async {
+        // DONT_HAVE for the want-have and for the want-block
+        while a.bs().stats().dont_haves_sent == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    told.await.expect("waiting for DONT_HAVE");
+    // a second announce of a block nobody asked for changes nothing
+    a.bs().announce(&raw_cid(b"nobody asked"));
+    let started = Instant::now();
+    store.insert(cid, data.clone());
+    a.bs().announce(&cid);
+
+    let fetched = tokio::time::timeout(LIMIT, fetch)
+        .await
+        .expect("fetch ends");
+    assert_eq!(fetched.expect("task").ok(), Some(Bytes::from(data)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: the announce did not reach the peer",
+        started.elapsed()
+    );
+    assert_eq!(a.bs().stats().haves_sent, 1);
+    assert_eq!(a.bs().stats().blocks_sent, 1);
+}
