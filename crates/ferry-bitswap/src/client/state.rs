@@ -4,14 +4,18 @@
 //! - A want is *waiting* until fewer than [`Config::max_active_wants`] are active, then
 //!   *active*: want-have (with send-dont-have) goes to every connected peer, and want-block to
 //!   the one peer chosen by [`ClientState::pick`].
-//! - The chosen peer is the cheapest (fewest want-blocks queued times its time per block) among
-//!   the peers known to have the block: those that said HAVE for it, or that sent a block or
-//!   HAVE for another want of the same session. When none is known, any peer that is not
-//!   stalled may get it; a wrong guess costs one DONT_HAVE.
-//! - Each peer holds a bounded number of want-blocks; the rest wait in the ready set, highest
-//!   priority (oldest) first, until a slot frees.
+//! - The chosen peer is the cheapest (want-blocks queued times its time per block) among the
+//!   peers that said HAVE for it; before any did, among those that sent a block or HAVE for
+//!   another want of the same session. When none is known, any peer that is not stalled may
+//!   get it; a wrong guess costs one DONT_HAVE.
+//! - Each peer holds a bounded number of want-blocks that follows its rate ([`Peer::limit`]);
+//!   the rest wait in the ready set, highest priority (oldest) first, until a slot frees.
+//! - A HAVE from a peer much quicker than the holder of that want-block moves it there (the
+//!   holder gets a cancel); a want-block left at its holder well past the holder's usual answer
+//!   time is copied once to a peer that said HAVE (the backup), and the first copy wins.
 //! - DONT_HAVE, a disconnect, or a want-block left unanswered past the peer's deadline frees the
-//!   want for another peer. When every peer refused, the rebroadcast starts a new round.
+//!   want for another peer (the backup, if any, becomes the holder). When every peer refused,
+//!   the rebroadcast starts a new round.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
