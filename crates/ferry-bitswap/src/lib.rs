@@ -118,6 +118,8 @@ pub struct Config {
     pub max_active_wants: usize,
     /// Least time a want-block may go without any block from its peer before it moves to
     /// another peer; the deadline grows with the latency observed at that peer (default 2 s).
+    /// A quarter of it (with the same growth) is the least wait before a slow want-block is
+    /// copied to a second peer that said HAVE.
     pub want_timeout_floor: Duration,
     /// How often unanswered wants are sent again (default 5 s).
     pub rebroadcast_interval: Duration,
