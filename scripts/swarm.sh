@@ -14,7 +14,8 @@
 # (no daemon) from it at the same moment.
 #
 # Prints each pull's time, min/median/max, the bytes each host sent and received during the
-# pulls (its veth's counters) and, in the swarm case, each daemon's peak memory (VmHWM).
+# pulls (its veth's counters) and, in the swarm case, each daemon's peak memory (VmHWM) and CPU
+# time (user + system, since it started).
 # Removes every namespace, veth, bridge, process and temp dir it made, even when interrupted.
 #
 # Usage: scripts/swarm.sh [N] [--rate 100mbit] [--image FILE] [--registry]   (as root)
@@ -210,20 +211,24 @@ for i in $(seq 1 "$n"); do
 done
 
 echo
-printf '%-8s %10s %14s %14s %12s\n' host 'pull (s)' 'sent (bytes)' 'recv (bytes)' 'VmHWM (KiB)'
+printf '%-8s %10s %14s %14s %12s %8s\n' host 'pull (s)' 'sent (bytes)' 'recv (bytes)' 'VmHWM (KiB)' 'CPU (s)'
+tick=$(getconf CLK_TCK)
 for i in $(seq 0 "$hosts"); do
   read -r s0 r0 <"$work/before$i"
   read -r s1 r1 <"$work/after$i"
   hwm=-
+  cpu=-
   if [ -f "$work/$i.pid" ]; then
     hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$(cat "$work/$i.pid")/status" 2>/dev/null || echo -)
+    # user + system time of the daemon since it started (fields 14 and 15 of stat)
+    cpu=$(awk -v t="$tick" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$(cat "$work/$i.pid")/stat" 2>/dev/null || echo -)
   fi
   if [ "$i" = 0 ]; then
     label=$([ "$registry" = 1 ] && echo registry || echo seeder); t=-
   else
     label="pull$i"; t=$(cat "$work/time$i")
   fi
-  printf '%-8s %10s %14d %14d %12s\n' "$label" "$t" $((s1 - s0)) $((r1 - r0)) "$hwm"
+  printf '%-8s %10s %14d %14d %12s %8s\n' "$label" "$t" $((s1 - s0)) $((r1 - r0)) "$hwm" "$cpu"
 done
 times=$(for i in $(seq 1 "$n"); do cat "$work/time$i"; done | grep -v fail || true)
 if [ -n "$times" ]; then

@@ -180,6 +180,9 @@ pub(crate) fn handle_message(inner: &Inner, peer: PeerId, message: &Message) {
         }
         client.on_presence(peer, &cid, have);
     }
+    let moved = client.take_moved();
+    drop(client);
+    bump(&inner.counters.wants_moved, moved as u64);
 }
 
 /// Hashes every block of a message and pairs it with the CID it proves.

@@ -12,9 +12,16 @@
 //!   serving at once; from then on any peer may ask for blocks that the store holds.
 //! - [`Bitswap::get`] (or [`Bitswap::get_in`] within a [`Session`]) adds a want. Once active,
 //!   it goes as want-have (with send-dont-have) to every connected peer and as want-block to
-//!   one peer: the least loaded of those that said HAVE, or that served other blocks of the
-//!   same session, or of any peer when none is known yet. Each peer holds a bounded number of
-//!   want-blocks, so many wants spread over every peer that has the blocks.
+//!   one peer: the one expected to answer soonest among those that said HAVE, else among
+//!   those that served other blocks of the same session, else of any peer. Each peer holds a
+//!   bounded number of want-blocks that follows its measured rate (a few until it answered
+//!   one, then about half a second of its blocks, at most [`Config::max_wants_per_peer`]), so
+//!   many wants spread over every peer that has the blocks and few wait behind a slow or
+//!   shared one.
+//! - A want-block waiting at a peer whose queue ahead of it is long moves to a quicker peer
+//!   that says HAVE later (cancelled at the first); one that waits well past its holder's usual
+//!   answer time is asked once more of a peer that said HAVE, and the first copy wins. No
+//!   block is otherwise asked of two peers at once.
 //! - DONT_HAVE takes a peer out of the candidates for that block; a disconnect, or a
 //!   want-block left without any block from that peer past a deadline derived from its
 //!   latency (at least [`Config::want_timeout_floor`]), moves the want-block to another peer.
@@ -100,8 +107,8 @@ pub enum Error {
 /// Settings of the client and the server; [`Config::default`] matches boxo where it matters.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Want-blocks outstanding at one peer before further want-blocks go elsewhere or wait
-    /// (default 32).
+    /// Most want-blocks outstanding at one peer before further want-blocks go elsewhere or
+    /// wait (default 32); a peer gets fewer until its rate shows it can take them.
     pub max_wants_per_peer: usize,
     /// Bytes of blocks outstanding at one peer, counted at the average block size seen so
     /// far; lowers [`Config::max_wants_per_peer`] for large blocks (default 8 MiB).
@@ -111,6 +118,8 @@ pub struct Config {
     pub max_active_wants: usize,
     /// Least time a want-block may go without any block from its peer before it moves to
     /// another peer; the deadline grows with the latency observed at that peer (default 2 s).
+    /// A quarter of it (with the same growth) is the least wait before a slow want-block is
+    /// copied to a second peer that said HAVE.
     pub want_timeout_floor: Duration,
     /// How often unanswered wants are sent again (default 5 s).
     pub rebroadcast_interval: Duration,
@@ -170,8 +179,8 @@ pub struct Stats {
     pub dont_haves_sent: u64,
     /// DONT_HAVE answers received.
     pub dont_haves_received: u64,
-    /// Want-blocks taken from a peer that disconnected or stopped answering, to be asked of
-    /// another peer.
+    /// Want-blocks taken from a peer that disconnected, stopped answering or was slower than
+    /// another that said HAVE, or copied to a second peer because the first was too slow.
     pub wants_moved: u64,
 }
 

@@ -143,3 +143,112 @@ async fn oversized_message_drops_the_stream() {
         "stream still open after an oversized length"
     );
 }
+
+/// The announce path (issue 9): a peer told DONT_HAVE is told HAVE as soon as the block
+/// arrives, and fetches it long before its next rebroadcast would have asked again.
+#[tokio::test]
+async fn announce_tells_a_peer_that_was_told_dont_have() {
+    let data = pseudo_random(7, 4096);
+    let cid = raw_cid(&data);
+    let store = Arc::new(MemoryBlockstore::new());
+    let config = Config {
+        rebroadcast_interval: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let a = Node::bitswap(store.clone() as Arc<dyn Blockstore>, config.clone()).await;
+    let b = Node::bitswap(Arc::new(MemoryBlockstore::new()), config).await;
+    b.connect(&a).await;
+
+    let fetch = tokio::spawn({
+        let bitswap = b.bs().clone();
+        async move { bitswap.get(cid, Duration::from_secs(30)).await }
+    });
+    let told = tokio::time::timeout(LIMIT, async {
+        // DONT_HAVE for the want-have and for the want-block
+        while a.bs().stats().dont_haves_sent == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    told.await.expect("waiting for DONT_HAVE");
+    // a second announce of a block nobody asked for changes nothing
+    a.bs().announce(&raw_cid(b"nobody asked"));
+    let started = Instant::now();
+    store.insert(cid, data.clone());
+    a.bs().announce(&cid);
+
+    let fetched = tokio::time::timeout(LIMIT, fetch)
+        .await
+        .expect("fetch ends");
+    assert_eq!(fetched.expect("task").ok(), Some(Bytes::from(data)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: the announce did not reach the peer",
+        started.elapsed()
+    );
+    assert_eq!(a.bs().stats().haves_sent, 1);
+    assert_eq!(a.bs().stats().blocks_sent, 1);
+}
+
+/// A store that takes `delay` to read a block: a peer that is slow to send blocks (it answers
+/// want-have at once).
+struct SlowStore {
+    blocks: MemoryBlockstore,
+    delay: Duration,
+}
+
+impl Blockstore for SlowStore {
+    fn get(&self, cid: &Cid) -> std::io::Result<Option<Vec<u8>>> {
+        std::thread::sleep(self.delay);
+        self.blocks.get(cid)
+    }
+
+    fn has(&self, cid: &Cid) -> std::io::Result<bool> {
+        self.blocks.has(cid)
+    }
+
+    fn size(&self, cid: &Cid) -> std::io::Result<Option<usize>> {
+        self.blocks.size(cid)
+    }
+}
+
+/// Issue 9: two peers hold every block and say HAVE at once; one reads each block for 300 ms,
+/// the other at once. The client learns their rates: the slow peer keeps only the few want-blocks it got
+/// first (copied to the quick peer once they wait too long), and the quick one serves the rest.
+/// Split evenly, the slow peer's half alone would take 9 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wants_go_to_the_quick_peer_and_leave_the_slow_one() {
+    let blocks: Vec<Vec<u8>> = (0..60).map(|i| pseudo_random(i + 100, 8192)).collect();
+    let quick_store = MemoryBlockstore::new();
+    let slow_store = SlowStore {
+        blocks: MemoryBlockstore::new(),
+        delay: Duration::from_millis(300),
+    };
+    for data in &blocks {
+        quick_store.insert(raw_cid(data), data.clone());
+        slow_store.blocks.insert(raw_cid(data), data.clone());
+    }
+    let slow = Node::bitswap(Arc::new(slow_store), Config::default()).await;
+    let quick = Node::bitswap(Arc::new(quick_store), Config::default()).await;
+    let client = Node::bitswap(Arc::new(MemoryBlockstore::new()), Config::default()).await;
+    client.connect(&slow).await;
+    client.connect(&quick).await;
+
+    let started = Instant::now();
+    let session = client.bs().session();
+    let fetches = blocks
+        .iter()
+        .map(|data| client.bs().get_in(&session, raw_cid(data), LIMIT));
+    let fetched = futures::future::join_all(fetches).await;
+    let took = started.elapsed();
+    for (data, result) in blocks.iter().zip(fetched) {
+        assert_eq!(result.ok(), Some(Bytes::from(data.clone())));
+    }
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+
+    let got = client.bs().stats();
+    let from_slow = slow.bs().stats().blocks_sent;
+    // the slow peer had 4 want-blocks before its rate was known; no more
+    assert!(from_slow <= 4, "the slow peer sent {from_slow} blocks");
+    assert!(quick.bs().stats().blocks_sent >= 56);
+    assert!(got.duplicate_blocks <= 4, "{got:?}");
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ferry_oci::Digest;
 use sha2::{Digest as _, Sha256};
 
+use crate::partial::IngestIndex;
 use crate::{Error, Store};
 
 impl Store {
@@ -90,12 +91,21 @@ impl Store {
             .map_err(|e| Error::io(&dir, e))?;
         let (file, path) = file.keep().map_err(|e| Error::io(&dir, e.error))?;
         lock_exclusive(&file).map_err(|e| Error::io(&path, e))?;
+        let index = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .map(|name| IngestIndex {
+                db: self.db.clone(),
+                name: name.to_string(),
+                used: false,
+            });
         Ok(Ingest {
             blobs: self.root.join("blobs/sha256"),
             path,
             file: Some(file),
             hasher: Some(Sha256::new()),
             written: 0,
+            index,
         })
     }
 
@@ -112,6 +122,7 @@ impl Store {
             file: Some(file),
             hasher: None,
             written: 0,
+            index: None,
         };
         ingest.commit(Some((expected, size))).map(|_| ())
     }
@@ -155,6 +166,8 @@ pub struct Ingest {
     file: Option<File>,
     hasher: Option<Sha256>,
     written: u64,
+    /// Its rows in the CID index ([`Ingest::index_blocks`]).
+    pub(crate) index: Option<IngestIndex>,
 }
 
 impl Ingest {
@@ -226,8 +239,27 @@ impl Ingest {
         file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         drop(file);
         let target = self.blobs.join(digest.hex());
-        fs::rename(&self.path, &target).map_err(|e| Error::io(&target, e))?;
-        sync_dir(&self.blobs)?;
+        match self.index.as_ref().filter(|index| index.used) {
+            None => {
+                fs::rename(&self.path, &target).map_err(|e| Error::io(&target, e))?;
+                sync_dir(&self.blobs)?;
+            }
+            Some(index) => {
+                // Readers in other processes may have just found a row naming the ingest file:
+                // the blob appears under its digest (a link), the rows move to it, and only
+                // then does the ingest file's name go, so the block is never missing.
+                match fs::hard_link(&self.path, &target) {
+                    Ok(()) => {}
+                    // the same bytes, committed by another writer meanwhile
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::io(&target, e)),
+                }
+                sync_dir(&self.blobs)?;
+                index.switch_to_blob(&digest)?;
+                fs::remove_file(&self.path).map_err(|e| Error::io(&self.path, e))?;
+                self.index = None;
+            }
+        }
         self.path = PathBuf::new();
         Ok((digest, size))
     }
@@ -256,6 +288,12 @@ impl Drop for Ingest {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.path);
+        }
+        if let Some(index) = self.index.as_ref().filter(|index| index.used) {
+            if let Err(e) = index.forget() {
+                // Store::open removes them once the file is gone
+                tracing::warn!(error = %e, ingest = %index.name, "could not remove index rows");
+            }
         }
     }
 }

@@ -84,7 +84,7 @@ impl Store {
     /// `extra_roots`, under the lock `_held` proves is taken.
     pub fn collect(&self, _held: &Exclusive, extra_roots: &[Digest]) -> Result<GcReport, Error> {
         let live = self.mark(extra_roots)?;
-        let rows = self.sweep_rows(&live)?;
+        let rows = self.sweep_rows(&live)? + self.sweep_ingest_rows()?;
         let blobs = self.sweep_blobs(&live.blobs)?;
         tracing::info!(blobs = blobs.len(), rows, "collected");
         Ok(GcReport { blobs, rows })

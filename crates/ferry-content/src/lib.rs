@@ -15,6 +15,14 @@
 //! in order or at offsets; [`Ingest::commit`] verifies and makes the blob visible; dropping an
 //! uncommitted ingest deletes its file. A crash leaves at most a file in `ingest/`, never a
 //! partial blob under `blobs/`.
+//!
+//! Blocks of a blob still being written can be served at once (issue 9): once the caller has
+//! checked a block's bytes against its CID, [`Ingest::index_blocks`] records it in the CID index
+//! (`ingest_blocks` rows of `meta.db`, naming the ingest file and the byte range), so every
+//! process of the same root finds it through [`Store::get_block`]. The commit points those rows
+//! at the blob, dropping the ingest removes them, and [`Store::open`] removes rows whose ingest
+//! file is gone (a crash). Such a block is hashed again each time it is read, so a crash can
+//! never make unverified bytes visible.
 #![warn(missing_docs)]
 
 mod blobs;
@@ -27,17 +35,15 @@ pub use blobs::{Ingest, ScratchDir, VerifiedBlob};
 pub use error::{Error, ErrorKind};
 pub use gc::{Exclusive, GcReport, Lease};
 pub use meta::{BlockEntry, BlockLocation, ImageRecord};
-pub use partial::PartialBlock;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The content store of one root directory. Cheap to share behind an `Arc`; every method takes
 /// `&self` and is safe to call from several threads and processes at once.
 pub struct Store {
     root: PathBuf,
-    db: Mutex<rusqlite::Connection>,
-    partial: partial::PartialBlocks,
+    db: Arc<Mutex<rusqlite::Connection>>,
 }
 
 impl Store {
@@ -52,11 +58,12 @@ impl Store {
         let db = meta::open_db(&db_path).map_err(|e| explain_open_failure(&db_path, e))?;
         blobs::sweep_ingest(&root.join("ingest"));
         blobs::sweep_tmp(&root.join("tmp"));
-        Ok(Store {
+        let store = Store {
             root,
-            db: Mutex::new(db),
-            partial: partial::PartialBlocks::default(),
-        })
+            db: Arc::new(Mutex::new(db)),
+        };
+        store.sweep_ingest_rows()?;
+        Ok(store)
     }
 
     /// The root directory.

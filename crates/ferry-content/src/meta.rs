@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS files (
     multihash BLOB PRIMARY KEY,
     blob TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ingest_blocks (
+    multihash BLOB NOT NULL,
+    ingest TEXT NOT NULL,
+    codec INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    PRIMARY KEY (multihash, ingest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ingest_blocks_by_file ON ingest_blocks (ingest);
 CREATE TABLE IF NOT EXISTS pins (
     cid TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -214,26 +223,48 @@ impl Store {
         }
     }
 
-    /// Whether the block `cid` is indexed and its bytes present, or is a verified block of a
-    /// blob still being fetched ([`Store::add_partial_block`]).
+    /// Whether the block `cid` is indexed and its bytes present, in a blob or in the ingest
+    /// file of a blob still being written ([`crate::Ingest::index_blocks`]).
     pub fn has_block(&self, cid: &Cid) -> Result<bool, Error> {
-        Ok(match self.block_location(cid)? {
-            Some(BlockLocation::Inline(_)) => true,
-            Some(BlockLocation::Blob { digest, .. }) => self.has_blob(&digest),
-            None => self.partial_block_size(cid).is_some(),
-        })
+        Ok(self.block_size(cid)?.is_some())
     }
 
-    /// The bytes of block `cid`, if held (indexed, or of a blob still being fetched).
-    pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+    /// The size of block `cid`, if held (indexed in a blob or inline, or in an ingest file).
+    pub fn block_size(&self, cid: &Cid) -> Result<Option<usize>, Error> {
         match self.block_location(cid)? {
-            None => self.partial_block(cid),
-            Some(BlockLocation::Inline(data)) => Ok(Some(data)),
-            Some(BlockLocation::Blob {
+            Some(BlockLocation::Inline(data)) => Ok(Some(data.len())),
+            Some(BlockLocation::Blob { digest, length, .. }) if self.has_blob(&digest) => {
+                Ok(Some(length as usize))
+            }
+            Some(BlockLocation::Blob { .. }) => Ok(None),
+            None => self.ingest_block_size(cid),
+        }
+    }
+
+    /// The bytes of block `cid`, if held (indexed, or in the ingest file of a blob still being
+    /// written, then checked against the CID).
+    pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(location) = self.block_location(cid)? {
+            return self.read_location(location);
+        }
+        if let Some(data) = self.ingest_block(cid)? {
+            return Ok(Some(data));
+        }
+        // The ingest may have been committed between the two look-ups.
+        match self.block_location(cid)? {
+            Some(location) => self.read_location(location),
+            None => Ok(None),
+        }
+    }
+
+    fn read_location(&self, location: BlockLocation) -> Result<Option<Vec<u8>>, Error> {
+        match location {
+            BlockLocation::Inline(data) => Ok(Some(data)),
+            BlockLocation::Blob {
                 digest,
                 offset,
                 length,
-            }) => {
+            } => {
                 let path = self.blob_path(&digest);
                 let file = match File::open(&path) {
                     Ok(f) => f,

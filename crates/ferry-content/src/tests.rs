@@ -346,3 +346,130 @@ fn collect_waits_for_leases_and_gives_up_removing_nothing() {
     let report = other.collect(&held, &[]).unwrap();
     assert_eq!(report.blobs, vec![(stray, 12)]);
 }
+
+fn raw_cid(data: &[u8]) -> cid::Cid {
+    let mh = cid::multihash::Multihash::<64>::wrap(0x12, Digest::of(data).as_bytes()).unwrap();
+    cid::Cid::new_v1(0x55, mh)
+}
+
+fn ingest_rows(s: &Store) -> i64 {
+    s.db()
+        .query_row("SELECT count(*) FROM ingest_blocks", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn verified_blocks_of_an_ingest_are_served_by_every_store_of_the_root() {
+    let (dir, s) = store();
+    let (a, b) = (b"first block ".as_slice(), b"second block".as_slice());
+    let mut ingest = s.ingest().unwrap();
+    ingest.write_at(a.len() as u64, b).unwrap();
+    ingest
+        .index_blocks(&[(raw_cid(b), a.len() as u64, b.len() as u64)])
+        .unwrap();
+
+    // another process of the same root sees the block, not the one not yet written
+    let other = Store::open(dir.path()).unwrap();
+    assert_eq!(other.get_block(&raw_cid(b)).unwrap().as_deref(), Some(b));
+    assert!(other.has_block(&raw_cid(b)).unwrap());
+    assert_eq!(other.block_size(&raw_cid(b)).unwrap(), Some(b.len()));
+    assert_eq!(other.get_block(&raw_cid(a)).unwrap(), None);
+    assert!(!other.has_block(&raw_cid(a)).unwrap());
+    assert_eq!(other.block_location(&raw_cid(b)).unwrap(), None);
+
+    // the commit points the row at the blob
+    ingest.write_at(0, a).unwrap();
+    ingest
+        .index_blocks(&[(raw_cid(a), 0, a.len() as u64)])
+        .unwrap();
+    let whole = [a, b].concat();
+    let (digest, _) = ingest
+        .commit(Some((&Digest::of(&whole), whole.len() as u64)))
+        .unwrap();
+    assert_eq!(ingest_rows(&other), 0);
+    assert_eq!(
+        other.block_location(&raw_cid(b)).unwrap(),
+        Some(BlockLocation::Blob {
+            digest: digest.clone(),
+            offset: a.len() as u64,
+            length: b.len() as u64,
+        })
+    );
+    assert_eq!(other.get_block(&raw_cid(a)).unwrap().as_deref(), Some(a));
+    assert_eq!(other.get_block(&raw_cid(b)).unwrap().as_deref(), Some(b));
+    assert_eq!(blob_names(&s), vec![digest]);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn an_abandoned_ingest_takes_its_blocks_out_of_the_index() {
+    let (_d, s) = store();
+    let data = b"a block of an abandoned pull";
+    let mut ingest = s.ingest().unwrap();
+    ingest.write_at(0, data).unwrap();
+    ingest
+        .index_blocks(&[(raw_cid(data), 0, data.len() as u64)])
+        .unwrap();
+    assert!(s.has_block(&raw_cid(data)).unwrap());
+    drop(ingest);
+    assert_eq!(ingest_rows(&s), 0);
+    assert_eq!(s.get_block(&raw_cid(data)).unwrap(), None);
+    assert!(!s.has_block(&raw_cid(data)).unwrap());
+}
+
+#[test]
+fn a_failed_commit_takes_the_blocks_out_of_the_index() {
+    let (_d, s) = store();
+    let data = b"block of a blob that will not verify";
+    let mut ingest = s.ingest().unwrap();
+    ingest.write_at(0, data).unwrap();
+    ingest
+        .index_blocks(&[(raw_cid(data), 0, data.len() as u64)])
+        .unwrap();
+    let err = ingest
+        .commit(Some((&Digest::of(b"other"), data.len() as u64)))
+        .unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }));
+    assert_eq!(ingest_rows(&s), 0);
+    assert_eq!(s.get_block(&raw_cid(data)).unwrap(), None);
+}
+
+#[test]
+fn after_a_crash_only_verified_blocks_of_ingest_files_are_visible() {
+    let (dir, s) = store();
+    let good = b"verified before the crash";
+    let lost = b"bytes the crash did not keep";
+    let mut ingest = s.ingest().unwrap();
+    let path = ingest.path().to_path_buf();
+    ingest.write_at(0, good).unwrap();
+    // a row whose bytes never reached the file (a power loss can do that)
+    let at = good.len() as u64;
+    ingest
+        .index_blocks(&[
+            (raw_cid(good), 0, good.len() as u64),
+            (raw_cid(lost), at, lost.len() as u64),
+        ])
+        .unwrap();
+    ingest.write_at(at, &vec![0u8; lost.len()]).unwrap();
+    // the process dies: neither commit nor drop runs
+    std::mem::forget(ingest);
+    drop(s);
+
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        s.get_block(&raw_cid(good)).unwrap().as_deref(),
+        Some(&good[..])
+    );
+    assert_eq!(s.get_block(&raw_cid(lost)).unwrap(), None);
+
+    // once the leftover file is swept, its rows go with it at the next open
+    std::fs::remove_file(&path).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(ingest_rows(&s), 0);
+    assert_eq!(s.get_block(&raw_cid(good)).unwrap(), None);
+}

@@ -136,11 +136,6 @@ impl ferry_bitswap::Blockstore for StoreBlocks {
     }
 
     fn size(&self, cid: &Cid) -> std::io::Result<Option<usize>> {
-        let location = self.0.block_location(cid).map_err(std::io::Error::other)?;
-        Ok(match location {
-            Some(BlockLocation::Inline(data)) => Some(data.len()),
-            Some(BlockLocation::Blob { length, .. }) => Some(length as usize),
-            None => self.0.partial_block_size(cid),
-        })
+        self.0.block_size(cid).map_err(std::io::Error::other)
     }
 }

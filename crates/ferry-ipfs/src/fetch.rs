@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cid::Cid;
 use ferry_bitswap::Bitswap;
-use ferry_content::{BlockEntry, BlockLocation, PartialBlock, Store};
+use ferry_content::{BlockEntry, BlockLocation, Store};
 use ferry_oci::Digest;
 use ferry_unixfs::{decode_file_node, FileNode, RAW};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -28,10 +28,12 @@ pub type FetchProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 /// one block. Returns the blob's digest and size. Cancel-safe: dropping the future discards the
 /// partial file.
 ///
-/// Every verified block is served on at once, before the file is complete (it is readable from
-/// the ingest file through [`Store::add_partial_block`] and announced to peers that asked for
-/// it), and the leaves are asked for in an order of this fetch's own, so that nodes fetching
-/// the same file at once hold different blocks early and trade them (issue 9).
+/// Every verified block is served on at once, before the file is complete: it goes into the CID
+/// index (raw leaves as ranges of the ingest file, [`ferry_content::Ingest::index_blocks`];
+/// nodes inline), where this node's Bitswap server and every other process of the same root
+/// find it, and peers that were told DONT_HAVE for it are told HAVE. The leaves are asked for
+/// in an order of this fetch's own, so that nodes fetching the same file at once hold different
+/// blocks early and trade them (issue 9).
 pub async fn fetch_blob(
     bitswap: &Bitswap,
     store: &Arc<Store>,
@@ -54,11 +56,6 @@ pub async fn fetch_blob(
     }
     let limit = expected.map_or(max_size, |(_, size)| size);
     let mut ingest = store.ingest()?;
-    let reader = Arc::new(ingest.reader()?);
-    let mut served = ServedEarly {
-        store,
-        cids: Vec::new(),
-    };
     let mut order = Shuffle::new(&root);
     let mut inline = Vec::new();
     let mut leaves = Vec::new();
@@ -78,33 +75,30 @@ pub async fn fetch_blob(
                 file_size.get_or_insert(bytes.len() as u64);
                 ingest.write_at(offset, &bytes)?;
                 progress(bytes.len() as u64);
-                let early = if cid.codec() == RAW {
-                    PartialBlock::Range {
-                        file: reader.clone(),
-                        offset,
-                        length: bytes.len() as u64,
-                    }
-                } else {
-                    PartialBlock::Inline(Arc::from(&data[..]))
-                };
-                served.add(bitswap, cid, early);
                 if cid.codec() == RAW {
-                    leaves.push((cid, offset, bytes.len() as u64));
+                    let leaf = (cid, offset, bytes.len() as u64);
+                    ingest.index_blocks(&[leaf])?;
+                    leaves.push(leaf);
                 } else {
-                    inline.push(BlockEntry {
+                    let entry = BlockEntry {
                         cid,
                         location: BlockLocation::Inline(data.to_vec()),
-                    });
+                    };
+                    store.put_blocks(std::slice::from_ref(&entry))?;
+                    inline.push(entry);
                 }
+                bitswap.announce(&cid);
             }
             FileNode::Links { children, filesize } => {
                 check_range(root, offset, filesize, limit)?;
                 file_size.get_or_insert(filesize);
-                inline.push(BlockEntry {
+                let entry = BlockEntry {
                     cid,
                     location: BlockLocation::Inline(data.to_vec()),
-                });
-                served.add(bitswap, cid, PartialBlock::Inline(Arc::from(&data[..])));
+                };
+                store.put_blocks(std::slice::from_ref(&entry))?;
+                inline.push(entry);
+                bitswap.announce(&cid);
                 let mut links: Vec<(Cid, u64)> = children
                     .iter()
                     .map(|c| (c.cid, offset + c.offset))
@@ -128,29 +122,7 @@ pub async fn fetch_blob(
         });
     }
     crate::add::index_file(store, root, &digest, inline, leaves)?;
-    drop(served);
     Ok((digest, size))
-}
-
-/// The blocks of one fetch served from its ingest file; forgotten when dropped (once they are
-/// indexed in the blob, or when the fetch failed or was cancelled).
-struct ServedEarly<'a> {
-    store: &'a Arc<Store>,
-    cids: Vec<Cid>,
-}
-
-impl ServedEarly<'_> {
-    fn add(&mut self, bitswap: &Bitswap, cid: Cid, block: PartialBlock) {
-        self.store.add_partial_block(&cid, block);
-        self.cids.push(cid);
-        bitswap.announce(&cid);
-    }
-}
-
-impl Drop for ServedEarly<'_> {
-    fn drop(&mut self) {
-        self.store.forget_partial_blocks(&self.cids);
-    }
 }
 
 /// A small xorshift generator seeded per fetch (time, process, file), to ask for the links of

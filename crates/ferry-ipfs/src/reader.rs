@@ -47,6 +47,10 @@ pub trait BlockSource: Send + Sync + 'static {
     fn can_fetch(&self) -> bool {
         true
     }
+
+    /// Says that the store now holds `cid` (a block of a download in progress, indexed in its
+    /// ingest file), so peers that asked for it can be told. Does nothing by default.
+    fn announce(&self, _cid: &Cid) {}
 }
 
 impl BlockSource for Bitswap {
@@ -56,6 +60,10 @@ impl BlockSource for Bitswap {
 
     fn can_fetch(&self) -> bool {
         !self.peers().is_empty()
+    }
+
+    fn announce(&self, cid: &Cid) {
+        Bitswap::announce(self, cid);
     }
 }
 
@@ -446,13 +454,36 @@ async fn run_download(
 ) -> Result<(), Error> {
     let mut entries = Vec::new();
     let mut written = 0u64;
+    let mut interior_indexed = 0;
     while let Some(leaf) = walk.next().await {
         let leaf = leaf?;
         ingest.write_at(leaf.offset, &leaf.data)?;
         written = written.max(leaf.offset + leaf.data.len() as u64);
         progress.send_modify(|p| p.written = written);
-        // only what the index needs: holding the leaves' bytes would hold the whole file
+        // Served on at once (issue 9): the nodes seen so far and this leaf go into the CID
+        // index, the leaf as a range of the ingest file.
+        let nodes: Vec<BlockEntry> = walk.interior[interior_indexed..]
+            .iter()
+            .map(|(cid, block)| (cid, block))
+            .chain(leaf.wrapped.as_ref().map(|block| (&leaf.cid, block)))
+            .map(|(cid, block)| BlockEntry {
+                cid: *cid,
+                location: BlockLocation::Inline(block.to_vec()),
+            })
+            .collect();
+        if !nodes.is_empty() {
+            store.put_blocks(&nodes)?;
+        }
         let length = leaf.data.len() as u64;
+        if leaf.wrapped.is_none() {
+            ingest.index_blocks(&[(leaf.cid, leaf.offset, length)])?;
+        }
+        for cid in walk.interior[interior_indexed..].iter().map(|(cid, _)| cid) {
+            walk.source.announce(cid);
+        }
+        walk.source.announce(&leaf.cid);
+        interior_indexed = walk.interior.len();
+        // only what the index needs: holding the leaves' bytes would hold the whole file
         entries.push((leaf.cid, leaf.offset, length, leaf.wrapped));
     }
 
@@ -490,4 +521,119 @@ async fn run_download(
     })
     .await
     .map_err(|e| Error::Node(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use ferry_unixfs::Profile;
+    use tokio::sync::Semaphore;
+
+    /// Blocks from another store; the block `held` waits until `gate` gets a permit.
+    struct Gated {
+        source: Arc<Store>,
+        held: Cid,
+        gate: Semaphore,
+        announced: Mutex<Vec<Cid>>,
+    }
+
+    impl BlockSource for Gated {
+        fn get_block(&self, cid: Cid, _timeout: Duration) -> BoxFuture<'_, Result<Bytes, Error>> {
+            Box::pin(async move {
+                if cid == self.held {
+                    let _permit = self
+                        .gate
+                        .acquire()
+                        .await
+                        .map_err(|e| Error::Node(e.to_string()))?;
+                }
+                let data = self.source.get_block(&cid)?;
+                data.map(Bytes::from)
+                    .ok_or_else(|| Error::Node(format!("no block {cid}")))
+            })
+        }
+
+        fn announce(&self, cid: &Cid) {
+            self.announced.lock().unwrap().push(*cid);
+        }
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_of_a_download_in_progress_are_served_by_every_store_of_the_root() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(Store::open(source_dir.path()).unwrap());
+        let profile = Profile {
+            chunk_size: 1024,
+            max_links: 174,
+        };
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (digest, root) = crate::add_bytes(&source, &data, profile).unwrap();
+        let root_block = source.get_block(&root).unwrap().unwrap();
+        let FileNode::Links { children, .. } = decode_file_node(&root, &root_block).unwrap() else {
+            panic!("root {root} is not an interior node");
+        };
+        let leaves: Vec<Cid> = children.iter().map(|c| c.cid).collect();
+        assert_eq!(leaves.len(), 4);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let gated = Arc::new(Gated {
+            source,
+            held: leaves[3],
+            gate: Semaphore::new(0),
+            announced: Mutex::new(Vec::new()),
+        });
+        let download = BlobDownload::start(
+            gated.clone(),
+            store,
+            root,
+            digest.clone(),
+            data.len() as u64,
+            ReadOptions::default(),
+        )
+        .unwrap();
+        wait_for("three leaves", || download.written() == 3072).await;
+
+        // another process of the same root serves what arrived, and only that
+        let other = Store::open(dir.path()).unwrap();
+        assert_eq!(other.get_block(&root).unwrap(), Some(root_block));
+        assert_eq!(
+            other.get_block(&leaves[1]).unwrap().as_deref(),
+            Some(&data[1024..2048])
+        );
+        assert_eq!(other.get_block(&leaves[3]).unwrap(), None);
+        assert_eq!(
+            *gated.announced.lock().unwrap(),
+            vec![root, leaves[0], leaves[1], leaves[2]]
+        );
+
+        gated.gate.add_permits(1);
+        wait_for("the commit", || download.is_done()).await;
+        assert!(other.has_blob(&digest));
+        assert_eq!(
+            other.block_location(&leaves[1]).unwrap(),
+            Some(BlockLocation::Blob {
+                digest,
+                offset: 1024,
+                length: 1024,
+            })
+        );
+        assert_eq!(
+            other.get_block(&leaves[3]).unwrap().as_deref(),
+            Some(&data[3072..])
+        );
+    }
 }

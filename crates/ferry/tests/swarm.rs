@@ -1,8 +1,10 @@
 //! Swarming (issue 9): a seeder and four pullers in network namespaces on a bridge, every link
 //! limited to 100 Mbit/s each way by tc, all pulling one image at the same moment through their
 //! daemons (scripts/swarm.sh does the setup, the pulls, the checks and the cleanup). Every pull
-//! must complete with the seeder's image, and the seeder must upload less than four copies:
-//! the pullers carried the rest between them.
+//! must complete with the seeder's image, the seeder must upload less than two and a half
+//! copies (about one and a half in practice; four without a swarm): the pullers carried the rest
+//! between them; and no puller may receive much more than one copy (a block is asked of a second
+//! peer only when the first is too slow).
 
 mod common;
 
@@ -18,8 +20,9 @@ const PULLERS: u64 = 4;
 fn random_image(dir: &Path, archive: &Path) -> u64 {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
-    // 96 leaves of 256 KiB: more than the 32 want-blocks a puller queues at one peer, so some
-    // wait and go to the pullers that hold them by then (fewer and the swarm has nothing to do)
+    // 96 leaves of 256 KiB: many more than the few want-blocks a puller keeps at one peer, so
+    // most wait and go to the pullers that hold them by then (few and the swarm has nothing to
+    // do)
     pseudo_random_file(&rootfs.join("data"), 24 << 20, std::process::id() as u64);
     let layout = dir.join("layout");
     let blobs = layout.join("blobs/sha256");
@@ -108,6 +111,7 @@ fn four_hosts_pulling_at_once_share_the_image() {
         out.status.success(),
         "swarm.sh failed\nstdout: {stdout}\nstderr: {stderr}"
     );
+    eprintln!("{stdout}");
     let row = |host: &str| -> Vec<String> {
         stdout
             .lines()
@@ -125,11 +129,15 @@ fn four_hosts_pulling_at_once_share_the_image() {
             received >= layer_size,
             "pull{i} received {received} bytes, less than the layer's {layer_size}: {stdout}"
         );
+        assert!(
+            received < layer_size * 3 / 2,
+            "pull{i} received {received} bytes, 1.5 x the layer's {layer_size} or more: \
+             blocks were asked of several peers at once: {stdout}"
+        );
     }
     let seeder_sent: u64 = row("seeder")[2].parse().unwrap();
     assert!(
-        seeder_sent < PULLERS * layer_size,
-        "the seeder uploaded {seeder_sent} bytes, not less than {PULLERS} x {layer_size}: \
-         {stdout}"
+        seeder_sent < layer_size * 5 / 2,
+        "the seeder uploaded {seeder_sent} bytes, not less than 2.5 x {layer_size}: {stdout}"
     );
 }

@@ -13,6 +13,15 @@ use crate::wire::Entry;
 const ALPHA: f64 = 0.25;
 /// A want-block is overdue after this many times the peer's average answer time.
 const DEADLINE_FACTOR: f64 = 3.0;
+/// Want-blocks a peer not measured yet may hold: a few, so that a swarm of pullers does not
+/// queue the whole file at the first peer they know (the seeder) before learning its rate.
+const START_IN_FLIGHT: usize = 4;
+/// Want-blocks a measured peer holds at least, to keep its link busy between answers.
+const MIN_IN_FLIGHT: usize = 2;
+/// Seconds of work kept queued at a measured peer: enough to cover a round trip and keep its
+/// link busy, short enough that a want-block does not wait long behind a slow peer's queue
+/// while another peer that has the block sits idle.
+const TARGET_QUEUE: f64 = 0.5;
 
 /// One connected peer, seen from the client.
 pub(super) struct Peer {
@@ -56,8 +65,44 @@ impl Peer {
         self.in_flight.len()
     }
 
-    pub(super) fn has_room(&self, limit: usize) -> bool {
-        self.in_flight.len() < limit
+    #[cfg(test)]
+    pub(super) fn set_per_block(&mut self, seconds: f64) {
+        self.per_block = Some(seconds);
+    }
+
+    /// Want-blocks this peer may hold now, at most `max`: a few until it answered one, then
+    /// about [`TARGET_QUEUE`] seconds of blocks at its measured rate, so a fast peer gets
+    /// more and a slow (or shared) one fewer.
+    pub(super) fn limit(&self, max: usize) -> usize {
+        match self.per_block {
+            None => START_IN_FLIGHT.min(max),
+            Some(per_block) => {
+                let blocks = (TARGET_QUEUE / per_block.max(1e-6)).ceil();
+                (blocks.min(max as f64) as usize).clamp(MIN_IN_FLIGHT.min(max), max)
+            }
+        }
+    }
+
+    pub(super) fn has_room(&self, max: usize) -> bool {
+        self.in_flight.len() < self.limit(max)
+    }
+
+    /// Whether this peer holds a want-block for `cid`.
+    pub(super) fn holds(&self, cid: &Cid) -> bool {
+        self.in_flight.contains_key(cid)
+    }
+
+    /// When the want-block for `cid` was sent here, if it is held.
+    pub(super) fn sent_at(&self, cid: &Cid) -> Option<Instant> {
+        self.in_flight.get(cid).copied()
+    }
+
+    /// Estimated seconds until the block `cid` held here arrives: the want-blocks sent before
+    /// it (and it) times the time per block. None if it is not held.
+    pub(super) fn eta(&self, cid: &Cid, unmeasured: f64) -> Option<f64> {
+        let sent = self.in_flight.get(cid)?;
+        let ahead = self.in_flight.values().filter(|t| *t <= sent).count();
+        Some(ahead as f64 * self.per_block.unwrap_or(unmeasured))
     }
 
     /// The CIDs this peer holds want-blocks for.
@@ -178,6 +223,28 @@ mod tests {
         let now = start + Duration::from_secs(4);
         assert!(peer.overdue(now, floor, cap).is_empty());
         assert_eq!(peer.overdue(start + cap, floor, cap), vec![cid(2)]);
+    }
+
+    #[test]
+    fn in_flight_limit_starts_small_and_follows_the_measured_rate() {
+        let (sender, _receiver) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        let mut fast = Peer::new(sender.clone(), start);
+        assert_eq!(fast.limit(32), 4);
+        fast.start(cid(1), start);
+        fast.delivered(&cid(1), start + Duration::from_millis(10));
+        // 10 ms a block: 0.5 s of work is 50 blocks, capped at the configured 32
+        assert_eq!(fast.limit(32), 32);
+        assert_eq!(fast.limit(8), 8);
+
+        let mut slow = Peer::new(sender, start);
+        slow.start(cid(1), start);
+        slow.delivered(&cid(1), start + Duration::from_millis(100));
+        assert_eq!(slow.limit(32), 5);
+        slow.start(cid(2), start + Duration::from_secs(1));
+        slow.delivered(&cid(2), start + Duration::from_secs(3));
+        // now 0.6 s a block on average: the floor of two keeps its link busy
+        assert_eq!(slow.limit(32), 2);
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! - A want is *waiting* until fewer than [`Config::max_active_wants`] are active, then
 //!   *active*: want-have (with send-dont-have) goes to every connected peer, and want-block to
 //!   the one peer chosen by [`ClientState::pick`].
-//! - The chosen peer is the cheapest (fewest want-blocks queued times its time per block) among
-//!   the peers known to have the block: those that said HAVE for it, or that sent a block or
-//!   HAVE for another want of the same session. When none is known, any peer that is not
-//!   stalled may get it; a wrong guess costs one DONT_HAVE.
-//! - Each peer holds a bounded number of want-blocks; the rest wait in the ready set, highest
-//!   priority (oldest) first, until a slot frees.
+//! - The chosen peer is the cheapest (want-blocks queued times its time per block) among the
+//!   peers that said HAVE for it; before any did, among those that sent a block or HAVE for
+//!   another want of the same session. When none is known, any peer that is not stalled may
+//!   get it; a wrong guess costs one DONT_HAVE.
+//! - Each peer holds a bounded number of want-blocks that follows its rate ([`Peer::limit`]);
+//!   the rest wait in the ready set, highest priority (oldest) first, until a slot frees.
+//! - A HAVE from a peer much quicker than the holder of that want-block moves it there (the
+//!   holder gets a cancel); a want-block left at its holder well past the holder's usual answer
+//!   time is copied once to a peer that said HAVE (the backup), and the first copy wins.
 //! - DONT_HAVE, a disconnect, or a want-block left unanswered past the peer's deadline frees the
-//!   want for another peer. When every peer refused, the rebroadcast starts a new round.
+//!   want for another peer (the backup, if any, becomes the holder). When every peer refused,
+//!   the rebroadcast starts a new round.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -34,6 +38,11 @@ const STALE_INTERVALS: u32 = 6;
 const FIRST_BLOCK_SIZE: f64 = 262_144.0;
 /// Assumed seconds per block for a peer not measured yet when no peer is.
 const UNMEASURED_PER_BLOCK: f64 = 0.001;
+/// A want-block moves from its holder to a peer that says HAVE when the holder would take more
+/// than this many times as long as that peer (plus [`MOVE_MARGIN`]).
+const MOVE_FACTOR: f64 = 2.0;
+/// Seconds a move must save at least, so that near-equal peers do not trade want-blocks.
+const MOVE_MARGIN: f64 = 0.05;
 
 /// Orders wants: highest priority first (boxo counts priorities down, so oldest first).
 type Key = (Reverse<i32>, Cid);
@@ -53,6 +62,10 @@ struct Want {
     refused: HashSet<PeerId>,
     /// The peer holding the want-block.
     holder: Option<PeerId>,
+    /// A second peer asked for the block because the holder was too slow (once per want).
+    backup: Option<PeerId>,
+    /// Whether a backup was ever asked, so a want is duplicated at most once.
+    duplicated: bool,
 }
 
 impl Want {
@@ -68,6 +81,8 @@ struct Limits {
     max_active: usize,
     floor: Duration,
     stale: Duration,
+    /// Least wait at a holder before a copy of the want-block goes to a peer that said HAVE.
+    duplicate_floor: Duration,
 }
 
 /// What became of a verified block.
@@ -99,6 +114,8 @@ pub(crate) struct ClientState {
     /// Moving average of the size of accepted blocks, to turn the byte limit into blocks.
     average_block: f64,
     limits: Limits,
+    /// Want-blocks moved or copied to another peer since [`ClientState::take_moved`].
+    moved: usize,
 }
 
 impl ClientState {
@@ -123,7 +140,9 @@ impl ClientState {
                 max_active: config.max_active_wants.max(1),
                 floor: config.want_timeout_floor,
                 stale: config.rebroadcast_interval * STALE_INTERVALS,
+                duplicate_floor: config.want_timeout_floor / 4,
             },
+            moved: 0,
         }
     }
 
@@ -183,6 +202,8 @@ impl ClientState {
             haves: HashSet::new(),
             refused: HashSet::new(),
             holder: None,
+            backup: None,
+            duplicated: false,
         }
     }
 
@@ -214,8 +235,8 @@ impl ClientState {
         } else {
             self.waiting.remove(&key);
         }
-        if let Some(holder) = want.holder {
-            if let Some(peer) = self.peers.get_mut(&holder) {
+        for asked in want.holder.iter().chain(want.backup.iter()) {
+            if let Some(peer) = self.peers.get_mut(asked) {
                 peer.abandon(cid);
             }
         }
@@ -313,8 +334,10 @@ impl ClientState {
     }
 
     /// The peer to send the want-block to, if one may take it now: the cheapest with room
-    /// among the peers known to have the block (HAVE, or in one of its sessions); when none is
-    /// known, among the peers that served blocks before; when none did, among all.
+    /// among the peers that said HAVE for it (when all of them are full the want waits for a
+    /// slot rather than go to a peer that may lack the block); when none did yet, among the
+    /// peers of its sessions; when none is known, among the peers that served blocks before;
+    /// when none did, among all.
     pub(super) fn pick(&self, cid: &Cid) -> Option<PeerId> {
         let want = self.wants.get(cid)?;
         let sessions: Vec<&HashSet<PeerId>> = want
@@ -328,9 +351,13 @@ impl ClientState {
             .iter()
             .filter(|peer| self.usable(want, peer))
             .collect();
-        let known = |peer: &&&PeerId| want.haves.contains(**peer) || in_session(peer);
+        let said_have = |peer: &&&PeerId| want.haves.contains(**peer);
+        let known = |peer: &&&PeerId| in_session(peer);
         let served = |peer: &&&PeerId| self.peers.get(**peer).is_some_and(Peer::served);
-        let mut pool: Vec<&PeerId> = usable.iter().filter(known).copied().collect();
+        let mut pool: Vec<&PeerId> = usable.iter().filter(said_have).copied().collect();
+        if pool.is_empty() {
+            pool = usable.iter().filter(known).copied().collect();
+        }
         if pool.is_empty() {
             pool = usable.iter().filter(served).copied().collect();
         }
@@ -370,20 +397,80 @@ impl ClientState {
             want.haves.insert(peer);
             want.refused.remove(&peer);
             join_sessions(&mut self.sessions, &want.sessions, peer);
-            if want.active && want.holder.is_none() {
-                if let Some(chosen) = self.pick(cid) {
-                    self.send_block(*cid, chosen);
+            match want.holder {
+                Some(holder) if want.active && holder != peer => {
+                    self.consider_move(cid, holder, peer);
                 }
+                None if want.active => {
+                    if let Some(chosen) = self.pick(cid) {
+                        self.send_block(*cid, chosen);
+                    }
+                }
+                _ => {}
             }
             return;
         }
 
         want.refused.insert(peer);
         want.haves.remove(&peer);
-        if want.holder == Some(peer) {
+        if want.backup == Some(peer) {
+            want.backup = None;
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.abandon(cid);
+            }
+        } else if want.holder == Some(peer) {
             self.release(cid);
             self.dispatch_ready();
         }
+    }
+
+    /// `candidate` said HAVE for a want whose want-block waits at `holder`: when the block
+    /// would come much sooner from the candidate (the holder's queue ahead of it is long, the
+    /// candidate has room and is quick), the want-block moves there and is cancelled at the
+    /// holder. A want that already has a backup stays where it is.
+    fn consider_move(&mut self, cid: &Cid, holder: PeerId, candidate: PeerId) {
+        let Some(want) = self.wants.get(cid) else {
+            return;
+        };
+        if want.backup.is_some() || !self.usable(want, &candidate) {
+            return;
+        }
+        let max = self.peer_limit();
+        let unmeasured = self.unmeasured_per_block();
+        let Some(there) = self.peers.get(&candidate) else {
+            return;
+        };
+        if !there.has_room(max) {
+            return;
+        }
+        let new_eta = there.cost(unmeasured);
+        let old_eta = self
+            .peers
+            .get(&holder)
+            .and_then(|state| state.eta(cid, unmeasured));
+        let Some(old_eta) = old_eta else {
+            return;
+        };
+        if old_eta <= MOVE_FACTOR * new_eta + MOVE_MARGIN {
+            return;
+        }
+        tracing::trace!(%cid, from = %holder, to = %candidate, old_eta, new_eta, "moving want-block");
+        if let Some(state) = self.peers.get_mut(&holder) {
+            state.abandon(cid);
+            state.send(cancel_entry(cid));
+        }
+        if let Some(want) = self.wants.get_mut(cid) {
+            want.holder = None;
+        }
+        self.send_block(*cid, candidate);
+        self.moved += 1;
+        // the holder has a free slot now
+        self.dispatch_ready();
+    }
+
+    /// Want-blocks moved or copied to another peer since the last call.
+    pub(crate) fn take_moved(&mut self) -> usize {
+        std::mem::take(&mut self.moved)
     }
 
     /// Takes the want-block back from its holder and makes the want ready again.
@@ -396,7 +483,9 @@ impl ClientState {
                 peer.abandon(cid);
             }
         }
-        if want.active {
+        // the copy asked of a second peer becomes the want-block
+        want.holder = want.backup.take();
+        if want.active && want.holder.is_none() {
             self.ready.insert(want.key(*cid));
         }
     }
@@ -475,8 +564,12 @@ impl ClientState {
         let held = state.holding();
         for cid in &held {
             if let Some(want) = self.wants.get_mut(cid) {
-                want.holder = None;
-                if want.active {
+                if want.backup == Some(peer) {
+                    want.backup = None;
+                    continue;
+                }
+                want.holder = want.backup.take();
+                if want.active && want.holder.is_none() {
                     self.ready.insert(want.key(*cid));
                 }
             }
@@ -506,17 +599,80 @@ impl ClientState {
 
         for (peer, cid) in &moved {
             tracing::debug!(%cid, %peer, "want-block unanswered, asking another peer");
-            if let Some(want) = self.wants.get_mut(cid) {
-                want.refused.insert(*peer);
-                want.haves.remove(peer);
+            let Some(want) = self.wants.get_mut(cid) else {
+                continue;
+            };
+            want.refused.insert(*peer);
+            want.haves.remove(peer);
+            if want.backup == Some(*peer) {
+                want.backup = None;
+                if let Some(state) = self.peers.get_mut(peer) {
+                    state.abandon(cid);
+                }
+            } else {
+                self.release(cid);
             }
-            self.release(cid);
             self.send(peer, cancel_entry(cid));
         }
         if !moved.is_empty() {
             self.dispatch_ready();
         }
-        moved.len()
+        moved.len() + self.duplicate_slow(now)
+    }
+
+    /// Asks a second peer, once, for each want-block that has waited at its holder well past
+    /// the holder's usual answer time, when a peer that said HAVE has room; the first copy to
+    /// arrive wins and the other is cancelled. Returns how many were copied.
+    fn duplicate_slow(&mut self, now: Instant) -> usize {
+        let floor = self.limits.duplicate_floor;
+        let mut slow = Vec::new();
+        for (id, peer) in &self.peers {
+            let after = peer.deadline(floor);
+            for cid in peer.holding() {
+                let waited = peer
+                    .sent_at(&cid)
+                    .map(|sent| now.saturating_duration_since(sent));
+                if waited.is_some_and(|waited| waited >= after) {
+                    slow.push((*id, cid));
+                }
+            }
+        }
+        let max = self.peer_limit();
+        let unmeasured = self.unmeasured_per_block();
+        let mut copied = 0;
+        for (holder, cid) in slow {
+            let Some(want) = self.wants.get(&cid) else {
+                continue;
+            };
+            if want.duplicated || want.holder != Some(holder) {
+                continue;
+            }
+            let backup = self
+                .order
+                .iter()
+                .filter(|peer| **peer != holder && want.haves.contains(*peer))
+                .filter(|peer| self.usable(want, peer))
+                .filter_map(|peer| self.peers.get(peer).map(|state| (peer, state)))
+                .filter(|(_, state)| state.has_room(max) && !state.holds(&cid))
+                .min_by(|a, b| a.1.cost(unmeasured).total_cmp(&b.1.cost(unmeasured)))
+                .map(|(peer, _)| *peer);
+            let Some(backup) = backup else {
+                continue;
+            };
+            tracing::debug!(%cid, %holder, %backup, "want-block slow, asking a second peer");
+            let priority = want.priority;
+            if let Some(state) = self.peers.get_mut(&backup) {
+                state.start(cid, now);
+                state.send(want_entry(&cid, priority, WantType::Block));
+            }
+            if let Some(want) = self.wants.get_mut(&cid) {
+                want.backup = Some(backup);
+                want.duplicated = true;
+                want.asked.insert(backup);
+            }
+            copied += 1;
+        }
+        copied
     }
 
     /// One rebroadcast round: wants that no peer may take start a new round, and every want
@@ -562,6 +718,13 @@ impl ClientState {
     #[cfg(test)]
     pub(super) fn in_flight(&self, peer: &PeerId) -> usize {
         self.peers.get(peer).map_or(0, Peer::in_flight)
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_per_block(&mut self, peer: &PeerId, seconds: f64) {
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.set_per_block(seconds);
+        }
     }
 }
 

@@ -40,6 +40,15 @@ impl Harness {
         Harness { state, peers }
     }
 
+    /// Connects one more peer; returns its index.
+    fn add_peer(&mut self) -> usize {
+        let peer = PeerId::random();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        assert!(self.state.add_peer(peer, sender));
+        self.peers.push((peer, receiver));
+        self.peers.len() - 1
+    }
+
     fn id(&self, index: usize) -> PeerId {
         self.peers[index].0
     }
@@ -74,14 +83,116 @@ fn new_want_sends_one_want_block_and_want_have_to_the_rest() {
 }
 
 #[test]
-fn want_blocks_spread_evenly_up_to_the_per_peer_limit() {
+fn want_blocks_spread_evenly_a_few_per_peer_until_rates_are_known() {
     let mut h = Harness::new(3);
     let _waiters: Vec<_> = (0..200)
         .map(|n| h.state.add_waiter(block(n).0, None))
         .collect();
 
     let in_flight: Vec<usize> = (0..3).map(|i| h.state.in_flight(&h.id(i))).collect();
-    assert_eq!(in_flight, vec![32, 32, 32]);
+    assert_eq!(in_flight, vec![4, 4, 4]);
+
+    // a peer measured fast gets up to the configured 32 as slots free; a slow one two
+    h.state.set_per_block(&h.id(0), 0.001);
+    h.state.set_per_block(&h.id(1), 1.0);
+    let (first, _) = block(0);
+    let holder = (0..3)
+        .find(|i| h.drain(*i).contains(&(first, Some(WantType::Block))))
+        .expect("a holder of the first want");
+    h.state.on_presence(h.id(holder), &first, false);
+    assert_eq!(h.state.in_flight(&h.id(0)), 32);
+    assert_eq!(h.state.in_flight(&h.id(1)), 4 - usize::from(holder == 1));
+}
+
+#[test]
+fn have_from_a_quick_peer_moves_a_want_block_queued_behind_a_slow_holder() {
+    let mut h = Harness::new(1);
+    h.state.set_per_block(&h.id(0), 1.0);
+    let (x, _) = block(1);
+    let (y, _) = block(2);
+    let _wx = h.state.add_waiter(x, None);
+    let _wy = h.state.add_waiter(y, None);
+    let sent = h.drain(0);
+    assert_eq!(
+        sent,
+        vec![(x, Some(WantType::Block)), (y, Some(WantType::Block))]
+    );
+    let quick = h.add_peer();
+    assert_eq!(
+        h.drain(quick),
+        vec![(x, Some(WantType::Have)), (y, Some(WantType::Have))]
+    );
+
+    // as slow as the holder: the want-block stays (2 s there against 1 s here is no gain)
+    h.state.set_per_block(&h.id(quick), 1.0);
+    h.state.on_presence(h.id(quick), &x, true);
+    assert_eq!((h.drain(0), h.drain(quick)), (vec![], vec![]));
+
+    // quick: it moves, and the slow holder is told to drop it
+    h.state.set_per_block(&h.id(quick), 0.01);
+    h.state.on_presence(h.id(quick), &y, true);
+    assert_eq!(h.drain(0), vec![(y, None)]);
+    assert_eq!(h.drain(quick), vec![(y, Some(WantType::Block))]);
+    assert_eq!(
+        (h.state.in_flight(&h.id(0)), h.state.in_flight(&h.id(quick))),
+        (1, 1)
+    );
+    assert_eq!(h.state.take_moved(), 1);
+}
+
+#[test]
+fn a_slow_want_block_is_asked_once_more_of_a_have_peer_and_the_loser_cancelled() {
+    let mut h = Harness::new(1);
+    h.state.set_per_block(&h.id(0), 0.1);
+    let (x, data) = block(1);
+    let _wx = h.state.add_waiter(x, None);
+    h.drain(0);
+    let other = h.add_peer();
+    h.state.set_per_block(&h.id(other), 0.1);
+    h.drain(other);
+    h.state.on_presence(h.id(other), &x, true);
+    assert_eq!(h.drain(other), vec![]);
+
+    let sent = Instant::now();
+    // under the copy deadline (a quarter of the 2 s floor): nothing
+    assert_eq!(h.state.check_overdue(sent + Duration::from_millis(200)), 0);
+    assert_eq!(h.state.check_overdue(sent + Duration::from_secs(1)), 1);
+    assert_eq!(h.drain(other), vec![(x, Some(WantType::Block))]);
+    assert_eq!(h.drain(0), vec![]);
+    // once only
+    assert_eq!(h.state.check_overdue(sent + Duration::from_millis(1500)), 0);
+    assert_eq!(h.drain(other), vec![]);
+
+    assert_eq!(h.state.on_block(h.id(other), &x, &data), Arrival::Accepted);
+    assert_eq!(h.drain(0), vec![(x, None)]);
+    assert_eq!(h.state.on_block(h.id(0), &x, &data), Arrival::Duplicate);
+    assert_eq!(
+        (h.state.in_flight(&h.id(0)), h.state.in_flight(&h.id(other))),
+        (0, 0)
+    );
+}
+
+#[test]
+fn dont_have_from_the_second_peer_leaves_the_want_block_with_the_first() {
+    let mut h = Harness::new(1);
+    let (x, data) = block(1);
+    let _wx = h.state.add_waiter(x, None);
+    h.drain(0);
+    let other = h.add_peer();
+    h.state.on_presence(h.id(other), &x, true);
+    h.drain(other);
+    assert_eq!(
+        h.state
+            .check_overdue(Instant::now() + Duration::from_secs(1)),
+        1
+    );
+    assert_eq!(h.drain(other), vec![(x, Some(WantType::Block))]);
+
+    h.state.on_presence(h.id(other), &x, false);
+    assert_eq!(h.state.in_flight(&h.id(other)), 0);
+    assert_eq!(h.state.in_flight(&h.id(0)), 1);
+    assert_eq!(h.drain(0), vec![]);
+    assert_eq!(h.state.on_block(h.id(0), &x, &data), Arrival::Accepted);
 }
 
 #[test]
