@@ -97,7 +97,9 @@ received() { cat "/sys/class/net/fl${id}h1/statistics/tx_bytes"; }
 # prints its address (with /p2p/ID).
 start_daemon() {
   local i=$1 dir=$2; shift 2
-  ip netns exec "fl$id-$i" "$ferry" --root "$dir" daemon \
+  # nsenter joins only the network namespace: the daemon's lazy FUSE mounts must be visible to
+  # the `ferry run` that stacks them (`ip netns exec` would give it a mount namespace of its own)
+  nsenter --net="/run/netns/fl$id-$i" "$ferry" --root "$dir" daemon \
     --listen "/ip4/$(addr "$i")/tcp/4001" --no-registry --no-mdns "$@" >"$dir.log" 2>&1 &
   pids+=($!)
   echo $! >"$dir.pid"
@@ -132,18 +134,21 @@ trial() {
   start_daemon 1 "$b" --peer "$peer"
   before=$(received)
   start=$(now)
-  in_ns 1 "$ferry" --root "$b" run --rm "$@" "ipfs://$cid" "${cmd[@]}" >"$b.out" 2>"$b.err" &
+  # The run itself stays in the host's namespaces (runc needs the host's /sys/fs/cgroup, which
+  # `ip netns exec` hides); its network work and the lazy mounts go to B's daemon.
+  "$ferry" --root "$b" run --rm --net none "$@" "ipfs://$cid" "${cmd[@]}" >"$b.out" 2>"$b.err" &
   p=$!
   pids+=("$p")
   while [ ! -s "$b.out" ] && kill -0 "$p" 2>/dev/null; do sleep 0.01; done
   first=$(since "$start")
   got=$(($(received) - before))
-  wait "$p" || { echo "bench-lazy.sh: $mode run failed:" >&2; tail -3 "$b.err" >&2; }
+  wait "$p" || { echo "bench-lazy.sh: $mode run failed:" >&2; tail -3 "$b.err" >&2; failed=1; }
   echo "$first $got $(head -1 "$b.out")" >"$work/trial"
   stop_daemon "$b"
 }
 
 cmd=("$@")
+failed=0
 printf '%-6s %-5s %10s %16s  %s\n' trial mode 'first (s)' 'received (B)' output
 for t in $(seq 1 "$trials"); do
   for mode in full lazy; do
@@ -157,3 +162,4 @@ echo
 f=$(median <"$work/full.times")
 l=$(median <"$work/lazy.times")
 echo "median first output: full $f s, lazy $l s ($(awk -v f="$f" -v l="$l" 'BEGIN { printf "%.1f", f / l }')x)"
+[ "$failed" = 0 ] || { echo "bench-lazy.sh: some runs failed" >&2; exit 1; }

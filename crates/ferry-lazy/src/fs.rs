@@ -294,6 +294,13 @@ fn unescape(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether a FUSE file system is mounted at `path` as this process sees it: a daemon in
+/// another mount namespace (as `ip netns exec` gives one) mounts where the CLI cannot see.
+pub fn is_mounted(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
+}
+
 /// Lazily unmounts every lazy-layer mount under `dir` whose server has gone (the kernel
 /// answers ENOTCONN), so a killed ferry leaves none behind; returns the ones removed.
 pub fn sweep_stale(dir: &Path) -> Vec<PathBuf> {

@@ -16,7 +16,7 @@ pub mod layer;
 pub mod source;
 pub mod tree;
 
-pub use fs::{mount, sweep_stale, unmount};
+pub use fs::{is_mounted, mount, sweep_stale, unmount};
 pub use layer::Layer;
 pub use source::{ChunkSource, IpfsSource};
 pub use tree::{Chunk, Inode, Kind, Tree, ROOT_INO};

@@ -127,7 +127,17 @@ impl Lazy {
                         Reply::Done => Ok(()),
                         _ => bail!("unexpected answer from the daemon"),
                     }
-                })
+                })?;
+                if !ferry_lazy::is_mounted(mountpoint) {
+                    // TODO: the daemon keeps that mount until it stops; a request to release it
+                    // would end it now.
+                    bail!(
+                        "the daemon's mount is not visible here: the daemon runs in another mount \
+                         namespace (start it with `nsenter --net=...`, not `ip netns exec`, or \
+                         run without the daemon)"
+                    );
+                }
+                Ok(())
             }
             Server::Registry { ranges } => {
                 let source = Arc::new(RegistrySource {
