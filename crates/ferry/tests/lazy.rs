@@ -1,6 +1,7 @@
 //! Lazy pulling (`ferry run --snapshotter stargz`): an eStargz image made by stargz-snapshotter's
 //! own converter (ctr-remote) is pushed to IPFS by node A; node B runs a command in it through
-//! FUSE, fetching only the chunks the command reads.
+//! FUSE, fetching only the chunks the command reads. The same with an image ferry itself
+//! converted (`push --estargz`).
 
 mod common;
 
@@ -117,6 +118,17 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
     }
     let a = tempfile::tempdir().unwrap();
     let image = estargz_on(a.path(), "debian");
+    // the right answer, from a normal run on A (the fixture follows Debian's point releases)
+    let version = ok(ferry(a.path()).args([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        &format!("ipfs://{}", image.cid),
+        "cat",
+        "/etc/debian_version",
+    ]));
+    assert!(version.starts_with("12."), "{version}");
     let node_a = daemon(a.path(), None);
     let b = tempfile::tempdir().unwrap();
     let node_b = daemon(b.path(), Some(&node_a.addr));
@@ -136,7 +148,7 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
         "/etc/debian_version",
     ]));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, "12.15\n");
+    assert_eq!(stdout, version);
     let received = data_received(b.path());
     // the TOC and the chunks of cat, its libraries and the file: a few MB of a 43 MB layer
     assert!(
@@ -171,7 +183,7 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
         "cat",
         "/etc/debian_version",
     ]));
-    assert_eq!((code, stdout.as_str()), (0, "12.15\n"), "{stderr}");
+    assert_eq!((code, stdout.as_str()), (0, version.as_str()), "{stderr}");
     assert!(!r.path().join("blobs/sha256").join(hex).exists());
     // a run that lasts longer than the background delay also gets the whole layer, verified
     ok(ferry(r.path()).args([
@@ -247,6 +259,63 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
         "{:?}",
         lazy_mounts(c.path())
     );
+}
+
+#[test]
+fn an_image_ferry_pushed_as_estargz_runs_lazily_on_another_node() {
+    let test = "an_image_ferry_pushed_as_estargz_runs_lazily_on_another_node";
+    if skip_unless_root(test) {
+        return;
+    }
+    let archive = fixture("debian.tar");
+    let a = tempfile::tempdir().unwrap();
+    ok(ferry(a.path()).args(["load", "-i"]).arg(&archive));
+    let cid = ok(ferry(a.path()).args(["push", "-q", "--estargz", "ipfs://debian:12"]))
+        .trim()
+        .to_string();
+    // the right answer, from a normal run of the same image on A
+    let image = format!("ipfs://{cid}");
+    let want = ok(ferry(a.path()).args([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        &image,
+        "cat",
+        "/etc/os-release",
+    ]));
+    assert!(
+        want.starts_with("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
+        "{want}"
+    );
+
+    let node_a = daemon(a.path(), None);
+    let b = tempfile::tempdir().unwrap();
+    let _node_b = daemon(b.path(), Some(&node_a.addr));
+    common::wait_for_swarm_peers(
+        b.path(),
+        std::slice::from_ref(&node_a.addr),
+        Duration::from_secs(10),
+    );
+    let (code, stdout, stderr) = output(ferry(b.path()).args([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--snapshotter=stargz",
+        &image,
+        "cat",
+        "/etc/os-release",
+    ]));
+    assert_eq!((code, stdout.as_str()), (0, want.as_str()), "{stderr}");
+    // the TOC and the chunks of cat, its libraries and the file, of a ~40 MB layer
+    let received = data_received(b.path());
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert!(
+        received < size / 5,
+        "received {received} bytes of a {size}-byte image"
+    );
+    assert!(received > 0);
 }
 
 /// Force-removes a container (and so its mounts) when dropped, also when a test fails.

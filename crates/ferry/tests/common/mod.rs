@@ -15,11 +15,18 @@ pub fn workspace() -> PathBuf {
         .unwrap()
 }
 
-/// A fixture built by scripts/fixtures.sh (built here if missing).
+/// A fixture built by scripts/fixtures.sh (built here if missing): `busybox`, `debian`,
+/// `python`, as an OCI layout or, with `.tar`, an OCI archive.
 pub fn fixture(name: &str) -> PathBuf {
     let path = workspace().join("target/fixtures").join(name);
     if !path.exists() {
-        let status = Command::new(workspace().join("scripts/fixtures.sh"))
+        let mut build = Command::new(workspace().join("scripts/fixtures.sh"));
+        // busybox is always built; the larger images only when asked for
+        let image = name.trim_end_matches(".tar");
+        if image != "busybox" {
+            build.arg(image);
+        }
+        let status = build
             .stdout(Stdio::null())
             .status()
             .expect("run scripts/fixtures.sh");
