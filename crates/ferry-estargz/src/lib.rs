@@ -17,7 +17,9 @@ mod tests;
 
 pub use build::{build, BuildOptions, Built, DEFAULT_COMPRESSION_LEVEL};
 pub use footer::{build_footer, parse_footer, FOOTER_SIZE};
-pub use read::{read_toc, toc_from_member, toc_json_from_member, ReadToc, MAX_TOC_SIZE};
+pub use read::{
+    footer_range, read_toc, toc_from_member, toc_json_from_member, toc_range, ReadToc, MAX_TOC_SIZE,
+};
 pub use toc::{Toc, TocEntry};
 pub use verify::verify_layer;
 

@@ -2,6 +2,7 @@
 //! digest the layer's descriptor announces.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use ferry_oci::Digest;
 use flate2::read::GzDecoder;
@@ -77,21 +78,19 @@ pub fn toc_from_member(
     })
 }
 
-/// Reads the TOC of a whole eStargz blob of `size` bytes (local, seekable).
-pub fn read_toc<R: Read + Seek>(
-    blob: &mut R,
-    size: u64,
-    want: Option<&Digest>,
-) -> Result<ReadToc, Error> {
-    let io = |e: std::io::Error| Error::Toc(format!("read the layer: {e}"));
+/// Where the footer of a blob of `size` bytes starts: the range to fetch for [`toc_range`].
+pub fn footer_range(size: u64) -> Result<Range<u64>, Error> {
     if size < FOOTER_SIZE as u64 {
         return Err(Error::Footer(format!("the layer has only {size} bytes")));
     }
-    let footer_at = size - FOOTER_SIZE as u64;
-    blob.seek(SeekFrom::Start(footer_at)).map_err(io)?;
-    let mut tail = [0u8; FOOTER_SIZE];
-    blob.read_exact(&mut tail).map_err(io)?;
-    let offset = parse_footer(&tail)?;
+    Ok(size - FOOTER_SIZE as u64..size)
+}
+
+/// The blob range of the TOC member named by `tail` (the bytes of [`footer_range`]), checked
+/// to lie before the footer and to be no larger than [`MAX_TOC_SIZE`].
+pub fn toc_range(size: u64, tail: &[u8]) -> Result<Range<u64>, Error> {
+    let footer_at = footer_range(size)?.start;
+    let offset = parse_footer(tail)?;
     if offset >= footer_at {
         return Err(Error::Footer(format!(
             "TOC offset {offset} is past the footer at {footer_at}"
@@ -103,8 +102,51 @@ pub fn read_toc<R: Read + Seek>(
             footer_at - offset
         )));
     }
-    blob.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut member = vec![0u8; (footer_at - offset) as usize];
+    Ok(offset..footer_at)
+}
+
+/// Reads the TOC of a whole eStargz blob of `size` bytes (local, seekable).
+pub fn read_toc<R: Read + Seek>(
+    blob: &mut R,
+    size: u64,
+    want: Option<&Digest>,
+) -> Result<ReadToc, Error> {
+    let io = |e: std::io::Error| Error::Toc(format!("read the layer: {e}"));
+    let footer = footer_range(size)?;
+    blob.seek(SeekFrom::Start(footer.start)).map_err(io)?;
+    let mut tail = [0u8; FOOTER_SIZE];
+    blob.read_exact(&mut tail).map_err(io)?;
+    let toc = toc_range(size, &tail)?;
+    blob.seek(SeekFrom::Start(toc.start)).map_err(io)?;
+    let mut member = vec![0u8; (toc.end - toc.start) as usize];
     blob.read_exact(&mut member).map_err(io)?;
-    toc_from_member(&member, offset, want)
+    toc_from_member(&member, toc.start, want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build_footer;
+
+    #[test]
+    fn toc_range_is_checked_against_the_blob() {
+        assert_eq!(footer_range(1000).unwrap(), 949..1000);
+        assert_eq!(toc_range(1000, &build_footer(900)).unwrap(), 900..949);
+        let err = toc_range(1000, &build_footer(949)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not an eStargz footer: TOC offset 949 is past the footer at 949"
+        );
+        let err = footer_range(50).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not an eStargz footer: the layer has only 50 bytes"
+        );
+        let big = MAX_TOC_SIZE + 100;
+        let err = toc_range(big + 51, &build_footer(0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("eStargz TOC: {big} bytes, more than {MAX_TOC_SIZE}")
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_estargz::{parse_footer, toc_from_member, FOOTER_SIZE, MAX_TOC_SIZE};
+use ferry_estargz::{footer_range, toc_from_member, toc_range};
 use ferry_oci::Digest;
 use flate2::read::GzDecoder;
 
@@ -36,24 +36,10 @@ impl Layer {
         cache: PathBuf,
     ) -> Result<Layer, Error> {
         let size = source.size();
-        if size < FOOTER_SIZE as u64 {
-            return Err(Error::Toc(format!("the layer has only {size} bytes")));
-        }
-        let footer_at = size - FOOTER_SIZE as u64;
-        let tail = source.fetch(footer_at..size).await?;
-        let toc_offset = parse_footer(&tail)?;
-        if toc_offset >= footer_at {
-            return Err(Error::Toc(format!(
-                "TOC offset {toc_offset} is past the footer at {footer_at}"
-            )));
-        }
-        if footer_at - toc_offset > MAX_TOC_SIZE {
-            return Err(Error::Toc(format!(
-                "{} bytes, more than {MAX_TOC_SIZE}",
-                footer_at - toc_offset
-            )));
-        }
-        let member = source.fetch(toc_offset..footer_at).await?;
+        let tail = source.fetch(footer_range(size)?).await?;
+        let toc = toc_range(size, &tail)?;
+        let toc_offset = toc.start;
+        let member = source.fetch(toc).await?;
         let read = toc_from_member(&member, toc_offset, Some(toc_digest))?;
         let tree = Tree::build(&read.toc, toc_offset)?;
         std::fs::create_dir_all(&cache).map_err(Error::io("create cache directory", &cache))?;
