@@ -13,6 +13,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 peers=${FERRY_SHARED_PEERS:-$root/../shared/peers}
 out="$root/target/fixtures"
 mkdir -p "$out"
+# one build at a time: tests running in parallel may each ask for a fixture
+exec 9>"$out/.lock"
+flock 9
 
 # build NAME SCRIPT REF: the OCI layout target/fixtures/NAME from the shared SCRIPT, then the
 # OCI archive NAME.tar whose image is named REF; each step is skipped when its result exists.

@@ -7,7 +7,8 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
-scripts/fixtures.sh >/dev/null
+# the Debian image: the lazy-pulling tests need a layer large enough to fetch a fraction of
+scripts/fixtures.sh debian >/dev/null
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
