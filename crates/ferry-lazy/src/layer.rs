@@ -165,7 +165,8 @@ pub fn verify_chunk(chunk: &Chunk, member: &[u8]) -> Result<Vec<u8>, Error> {
     if skipped != chunk.inner_offset {
         return Err(bad(format!("the member ends at {skipped} bytes")));
     }
-    let mut data = Vec::with_capacity(chunk.size as usize);
+    // grown as bytes arrive: a member may hold fewer bytes than its TOC entry claims
+    let mut data = Vec::with_capacity(chunk.size.min(8 << 20) as usize);
     gz.take(chunk.size)
         .read_to_end(&mut data)
         .map_err(|e| bad(format!("decompress: {e}")))?;

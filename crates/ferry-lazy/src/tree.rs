@@ -21,6 +21,9 @@ pub const ROOT_INO: u64 = 1;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+/// The largest chunk served (writers chunk at 4 MiB by default; a file stored unchunked is one
+/// chunk, so a layer with a larger one is refused rather than read into memory whole).
+pub const MAX_CHUNK_SIZE: u64 = 256 << 20;
 /// The xattr overlayfs reads to see that a lower directory hides the ones below it.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
@@ -185,6 +188,13 @@ impl Tree {
             }
             let mut covered = 0;
             for chunk in &node.chunks {
+                // a chunk is held in memory while it is verified
+                if chunk.size > MAX_CHUNK_SIZE {
+                    return Err(Error::Toc(format!(
+                        "inode {}: a chunk of {} bytes, more than {MAX_CHUNK_SIZE}",
+                        node.ino, chunk.size
+                    )));
+                }
                 if chunk.file_offset != covered {
                     return Err(Error::Toc(format!(
                         "inode {}: chunks leave a gap or overlap at file offset {covered}",
@@ -581,6 +591,20 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "eStargz TOC: inode 2: chunks leave a gap or overlap at file offset 4"
+        );
+    }
+
+    #[test]
+    fn a_chunk_too_large_to_verify_in_memory_is_refused() {
+        let size = MAX_CHUNK_SIZE + 1;
+        let toc = toc(&[&format!(
+            r#"{{"name":"huge","type":"reg","size":{size},"offset":100,"chunkDigest":"{}"}}"#,
+            d(1)
+        )]);
+        let err = Tree::build(&toc, 500).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("eStargz TOC: inode 2: a chunk of {size} bytes, more than {MAX_CHUNK_SIZE}")
         );
     }
 
