@@ -58,7 +58,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   # a lazy layer is a FUSE mount under its root; a killed daemon can leave one behind
-  grep -o " $work/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # (|| true: under set -e a grep that finds nothing would end the cleanup here)
+  { grep -o " $work/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
   if [ "$made" = 1 ]; then
     for i in 0 1; do
       ip link del "fl${id}h$i" 2>/dev/null || true

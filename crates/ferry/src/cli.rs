@@ -331,9 +331,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// How the image's layers become the container's root: `overlayfs` unpacks them first;
-    /// `stargz` mounts eStargz layers of an IPFS image through FUSE and fetches each file's
-    /// chunks when they are read (lazy pulling). Default: `snapshotter` in ROOT/config.json,
-    /// else overlayfs.
+    /// `stargz` mounts eStargz layers (`ferry push --estargz`) through FUSE and fetches each
+    /// file's chunks when they are read (lazy pulling), from IPFS peers (ipfs://CID: needs
+    /// `ferry daemon` or --peer) or by HTTP Range from a registry (not with -d). Default:
+    /// `snapshotter` in ROOT/config.json, else overlayfs.
     #[arg(long, value_enum, value_name = "NAME")]
     pub snapshotter: Option<SnapshotterKind>,
     /// Run as this user: a name or uid, optionally with :GROUP, looked up in the image's

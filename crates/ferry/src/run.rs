@@ -348,6 +348,11 @@ fn unpack_with(
                 let dir = crate::lazy::mountpoint(root, id, index);
                 lazy.mount(layer, &dir)
                     .with_context(|| format!("mount layer {} lazily", layer.digest))?;
+                // a row like the pull's, so the user sees which layers are read lazily
+                eprintln!(
+                    "sha256:{}: Mounted lazily (the whole layer follows in the background)",
+                    layer.digest.short()
+                );
                 lowers.push(Snapshot { chain_id, dir });
                 continue;
             }
