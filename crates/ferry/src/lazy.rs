@@ -7,13 +7,16 @@
 //! The process that holds the IPFS node serves the mounts: the daemon of the root when one
 //! runs (asked over the control socket, so `-d` works), else the `ferry run` process itself
 //! until the container exits. Mount points are `ROOT/lazy/mnt/<container id>/<layer index>`,
-//! verified chunks are kept in `ROOT/lazy/cache/<layer digest>/`. The mounts go when the
+//! verified chunks are kept in `ROOT/lazy/cache/<layer digest>/`, and the IPFS blocks the reads
+//! fetched in its `blocks/` (the background fetch of the whole layer takes them from there, so
+//! no byte crosses the network twice). The mounts go when the
 //! container is removed (those the daemon serves stay for `ferry start` until then) or when the
 //! run that served them ends; mounts whose server died are swept at the next run or daemon
 //! start.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +57,11 @@ fn toc_digest(layer: &Descriptor) -> Option<Digest> {
 /// Where the lazy layers of this root live.
 pub fn lazy_dir(root: &Path) -> PathBuf {
     root.join("lazy")
+}
+
+/// Where the verified chunks of `layer` are kept.
+fn cache_dir(root: &Path, layer: &Descriptor) -> PathBuf {
+    lazy_dir(root).join("cache").join(layer.digest.hex())
 }
 
 /// The mount point of layer `index` of container `id`.
@@ -180,16 +188,27 @@ pub async fn serve_layer(
         timeout: (timeout / 3).max(Duration::from_secs(1)),
         retries: 2,
     };
-    let blocks: Arc<dyn BlockSource> = Arc::new(Patient(bitswap));
+    let network: Arc<dyn BlockSource> = Arc::new(Patient(bitswap));
+    let kept = cache_dir(root, layer).join("blocks");
+    let reads = Arc::new(Kept {
+        inner: network.clone(),
+        dir: kept.clone(),
+        keep: true,
+    });
     let source = Arc::new(ferry_lazy::IpfsSource::new(
-        blocks.clone(),
+        reads,
         store.clone(),
         cid,
         layer.size,
         opts,
     ));
     mount_source(root, source, layer, mountpoint).await?;
-    background_fetch(store.clone(), blocks, cid, layer.clone(), opts);
+    let whole = Arc::new(Kept {
+        inner: network,
+        dir: kept,
+        keep: false,
+    });
+    background_fetch(store.clone(), whole, cid, layer.clone(), opts);
     Ok(())
 }
 
@@ -203,7 +222,7 @@ async fn mount_source(
 ) -> Result<()> {
     let toc = toc_digest(layer)
         .ok_or_else(|| anyhow!("layer {} is not eStargz (no TOC digest)", layer.digest))?;
-    let cache = lazy_dir(root).join("cache").join(layer.digest.hex());
+    let cache = cache_dir(root, layer);
     let opened = ferry_lazy::Layer::open(source, &toc, cache)
         .await
         .with_context(|| format!("read the TOC of layer {}", layer.digest))?;
@@ -263,6 +282,53 @@ impl BlockSource for Patient {
     }
 }
 
+/// The blocks of a lazy layer that its reads fetched, kept in a directory (one file per block,
+/// named by its CID) so that the background fetch of the whole layer takes them from there
+/// instead of from the network again. A kept block is verified again when it is read back.
+struct Kept {
+    inner: Arc<dyn BlockSource>,
+    dir: PathBuf,
+    /// Whether blocks fetched through this source are kept (the reads' source) or only looked
+    /// up (the background fetch's: its blocks go into the store).
+    keep: bool,
+}
+
+impl Kept {
+    async fn keep(&self, cid: &Cid, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::fs::create_dir_all(&self.dir).await?;
+        static TEMPS: AtomicU64 = AtomicU64::new(0);
+        let n = TEMPS.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".{cid}.{}.{n}", std::process::id()));
+        tokio::fs::write(&temp, bytes).await?;
+        tokio::fs::rename(&temp, self.dir.join(cid.to_string())).await
+    }
+}
+
+impl BlockSource for Kept {
+    fn get_block(&self, cid: Cid, timeout: Duration) -> BoxFuture<'_, Result<Bytes, IpfsError>> {
+        Box::pin(async move {
+            if let Ok(bytes) = tokio::fs::read(self.dir.join(cid.to_string())).await {
+                if ferry_unixfs::verify_block(&cid, &bytes).is_ok() {
+                    return Ok(Bytes::from(bytes));
+                }
+                tracing::warn!(%cid, "a kept block of a lazy layer is damaged; fetching it again");
+            }
+            let bytes = self.inner.get_block(cid, timeout).await?;
+            if self.keep {
+                if let Err(e) = self.keep(&cid, &bytes).await {
+                    // only a cost: the background fetch asks the network for it again
+                    tracing::debug!(%cid, error = %e, "cannot keep a block of a lazy layer");
+                }
+            }
+            Ok(bytes)
+        })
+    }
+
+    fn can_fetch(&self) -> bool {
+        self.inner.can_fetch()
+    }
+}
+
 /// Layers whose whole blob is being fetched by this process.
 static DOWNLOADING: Mutex<Option<HashSet<Digest>>> = Mutex::new(None);
 
@@ -270,7 +336,7 @@ static DOWNLOADING: Mutex<Option<HashSet<Digest>>> = Mutex::new(None);
 /// digest and size, then kept like any pulled blob), once per layer and process.
 fn background_fetch(
     store: Arc<Store>,
-    blocks: Arc<dyn BlockSource>,
+    blocks: Arc<Kept>,
     cid: Cid,
     layer: Descriptor,
     opts: ReadOptions,
@@ -284,6 +350,7 @@ fn background_fetch(
             return;
         }
     }
+    let kept = blocks.dir.clone();
     tokio::spawn(async move {
         tokio::time::sleep(BACKGROUND_DELAY).await;
         if !store.has_blob(&layer.digest) {
@@ -299,6 +366,10 @@ fn background_fetch(
                     tracing::info!(layer = %layer.digest, "fetching the lazy layer in the background");
                     while !download.is_done() {
                         tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    if store.has_blob(&layer.digest) {
+                        // the blob holds them now
+                        let _ = tokio::fs::remove_dir_all(&kept).await;
                     }
                 }
                 Err(e) => {
