@@ -423,6 +423,11 @@ impl Bitswap {
         self.inner.client().peers()
     }
 
+    /// The CIDs this node's fetches are waiting for (its wantlist), in no order.
+    pub fn wantlist(&self) -> Vec<Cid> {
+        self.inner.client().wanted()
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()

@@ -488,8 +488,13 @@ pub struct StatsArgs {
 /// Counters of the running daemon.
 #[derive(Subcommand)]
 pub enum StatsCommand {
-    /// Blocks and bytes received and sent over Bitswap, as `ipfs stats bitswap` prints them.
-    Bitswap,
+    /// Blocks and bytes received and sent over Bitswap, the CIDs being fetched and the number
+    /// of connected peers, as `ipfs stats bitswap` prints them.
+    Bitswap {
+        /// Also list the connected peers.
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 /// `ferry ipfs add`.

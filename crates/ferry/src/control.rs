@@ -104,8 +104,10 @@ pub enum Reply {
         data_sent: u64,
         /// Blocks received again after one copy had arrived.
         dup_blocks_received: u64,
-        /// Connected peers.
-        partners: u64,
+        /// The CIDs the daemon's fetches are waiting for.
+        wantlist: Vec<String>,
+        /// The peer IDs of the connected peers.
+        partners: Vec<String>,
     },
     /// The request is done.
     Done,

@@ -425,7 +425,18 @@ async fn handle(
                 blocks_sent: stats.blocks_sent,
                 data_sent: stats.bytes_sent,
                 dup_blocks_received: stats.duplicate_blocks,
-                partners: node.bitswap().peers().len() as u64,
+                wantlist: node
+                    .bitswap()
+                    .wantlist()
+                    .iter()
+                    .map(Cid::to_string)
+                    .collect(),
+                partners: node
+                    .bitswap()
+                    .peers()
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
             })
         }
         Request::Provide { cids } => {

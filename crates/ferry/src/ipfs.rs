@@ -79,7 +79,7 @@ pub async fn swarm(ctx: &Context, command: SwarmCommand) -> Result<()> {
 
 /// Prints the daemon's counters.
 pub async fn stats(ctx: &Context, command: crate::cli::StatsCommand) -> Result<()> {
-    let crate::cli::StatsCommand::Bitswap = command;
+    let crate::cli::StatsCommand::Bitswap { verbose } = command;
     let Some(reply) = daemon_call(ctx, &Request::BitswapStats, &|_| {}).await? else {
         bail!(
             "no daemon is running on {}: the counters are the daemon's (start `ferry daemon`)",
@@ -92,6 +92,7 @@ pub async fn stats(ctx: &Context, command: crate::cli::StatsCommand) -> Result<(
         blocks_sent,
         data_sent,
         dup_blocks_received,
+        mut wantlist,
         partners,
     } = reply
     else {
@@ -103,6 +104,16 @@ pub async fn stats(ctx: &Context, command: crate::cli::StatsCommand) -> Result<(
     outln!("\tdata received: {data_received}");
     outln!("\tdata sent: {data_sent}");
     outln!("\tdup blocks received: {dup_blocks_received}");
-    outln!("\tpartners [{partners}]");
+    wantlist.sort();
+    outln!("\twantlist [{} keys]", wantlist.len());
+    for cid in &wantlist {
+        outln!("\t\t{cid}");
+    }
+    outln!("\tpartners [{}]", partners.len());
+    if verbose {
+        for peer in &partners {
+            outln!("\t\t{peer}");
+        }
+    }
     Ok(())
 }

@@ -285,3 +285,49 @@ fn abandoned_requests_do_not_tie_up_the_daemon() {
     assert!(daemon.addr.ends_with(id["ID"].as_str().unwrap()));
     drop(idle);
 }
+
+#[test]
+fn stats_bitswap_lists_the_wantlist_and_partners() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let daemon_a = Daemon::start(a.path(), "/ip4/127.0.0.1/tcp/0", &["--no-mdns"]);
+    let _daemon_b = Daemon::start(
+        b.path(),
+        "/ip4/127.0.0.1/tcp/0",
+        &["--no-mdns", "--peer", &daemon_a.addr],
+    );
+    common::wait_for_swarm_peers(
+        b.path(),
+        &[daemon_a.peer_id()],
+        std::time::Duration::from_secs(10),
+    );
+    // a block no one has: B's daemon wants it until the fetch times out
+    let cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+    let mut cat = ferry(b.path())
+        .args(["ipfs", "cat", "--timeout", "4s", cid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let expected = format!(
+        "bitswap status\n\tblocks received: 0\n\tblocks sent: 0\n\tdata received: 0\n\
+         \tdata sent: 0\n\tdup blocks received: 0\n\twantlist [1 keys]\n\t\t{cid}\n\
+         \tpartners [1]\n\t\t{}\n",
+        daemon_a.peer_id()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let stats = ok(ferry(b.path()).args(["ipfs", "stats", "bitswap", "--verbose"]));
+        if stats == expected {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!cat.wait().unwrap().success());
+    let stats = ok(ferry(b.path()).args(["ipfs", "stats", "bitswap"]));
+    assert!(
+        stats.ends_with("\twantlist [0 keys]\n\tpartners [1]\n"),
+        "{stats}"
+    );
+}

@@ -709,6 +709,11 @@ impl ClientState {
         self.order.clone()
     }
 
+    /// The CIDs some fetch is waiting for.
+    pub(crate) fn wanted(&self) -> Vec<Cid> {
+        self.wants.keys().copied().collect()
+    }
+
     fn send(&self, peer: &PeerId, entry: Entry) {
         if let Some(state) = self.peers.get(peer) {
             state.send(entry);
