@@ -3,8 +3,8 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -27,6 +27,23 @@ const FSNAME: &str = "ferry-lazy";
 struct LazyFs {
     layer: Arc<Layer>,
     runtime: tokio::runtime::Handle,
+    /// When a failed read was last logged as a warning.
+    last_warning: Arc<Mutex<Option<Instant>>>,
+}
+
+/// At most one failed read per this interval is a warning; the rest are debug lines (with no
+/// peer left, a container that reads thousands of files fails thousands of reads at once).
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether a failure now should be a warning, given when the last one was.
+fn warn_now(last: &Mutex<Option<Instant>>) -> bool {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < WARNING_INTERVAL) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 fn kind(kind: Kind) -> FileType {
@@ -115,11 +132,16 @@ impl Filesystem for LazyFs {
     ) {
         // Answered from a task: a read waiting for the network holds up no other request.
         let layer = self.layer.clone();
+        let last_warning = self.last_warning.clone();
         self.runtime.spawn(async move {
             match layer.read(ino.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
-                    tracing::warn!(ino = ino.0, offset, size, error = %e, "lazy read failed");
+                    if warn_now(&last_warning) {
+                        tracing::warn!(ino = ino.0, offset, size, error = %e, "lazy read failed");
+                    } else {
+                        tracing::debug!(ino = ino.0, offset, size, error = %e, "lazy read failed");
+                    }
                     reply.error(Errno::EIO);
                 }
             }
@@ -219,7 +241,11 @@ pub fn mount(
         MountOption::Exec,
     ];
     config.acl = SessionACL::All;
-    let fs = LazyFs { layer, runtime };
+    let fs = LazyFs {
+        layer,
+        runtime,
+        last_warning: Arc::new(Mutex::new(None)),
+    };
     let session = Session::new(fs, mountpoint, &config).map_err(Error::io("mount", mountpoint))?;
     let path = mountpoint.to_path_buf();
     Ok(std::thread::spawn(move || {

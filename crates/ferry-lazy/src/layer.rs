@@ -138,9 +138,15 @@ impl Layer {
             chunk.digest.hex(),
             std::process::id()
         ));
-        std::fs::write(&temp, data).map_err(Error::io("write chunk", &temp))?;
         let path = self.cached(chunk);
-        std::fs::rename(&temp, &path).map_err(Error::io("store chunk", &path))
+        let stored = std::fs::write(&temp, data)
+            .map_err(Error::io("write chunk", &temp))
+            .and_then(|()| std::fs::rename(&temp, &path).map_err(Error::io("store chunk", &path)));
+        if stored.is_err() {
+            // a full disk: leave no partial file behind
+            let _ = std::fs::remove_file(&temp);
+        }
+        stored
     }
 
     /// The cache directory.

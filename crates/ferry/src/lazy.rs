@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,11 @@ use crate::control::{Reply, Request};
 /// How long after a layer is mounted its whole blob starts to be fetched in the background:
 /// a container's first reads go first.
 const BACKGROUND_DELAY: Duration = Duration::from_secs(5);
+
+/// How many times the background fetch of a layer is tried (a peer that went away may come
+/// back), and the wait before the second try (it grows by as much for each further try).
+const BACKGROUND_ATTEMPTS: u32 = 5;
+const BACKGROUND_RETRY: Duration = Duration::from_secs(30);
 
 /// Whether `layer` of an IPFS image is read lazily: an eStargz layer (it has the TOC digest
 /// annotation) that an `ipfs://` url names and that is not encrypted.
@@ -188,7 +193,7 @@ pub async fn serve_layer(
         timeout: (timeout / 3).max(Duration::from_secs(1)),
         retries: 2,
     };
-    let network: Arc<dyn BlockSource> = Arc::new(Patient(bitswap));
+    let network: Arc<dyn BlockSource> = Arc::new(Patient::new(bitswap));
     let kept = cache_dir(root, layer).join("blocks");
     let reads = Arc::new(Kept {
         inner: network.clone(),
@@ -273,12 +278,39 @@ impl ferry_lazy::ChunkSource for RegistrySource {
 
 /// Bitswap for a mounted layer: with no peer connected, a read waits (and asks again) for one
 /// to come back until its timeout is spent, instead of failing at once; then it is an I/O
-/// error for the reader.
-struct Patient(Bitswap);
+/// error for the reader. Once a read has failed that way, the next ones fail at once while
+/// still no peer is connected (a container reading thousands of files does not wait a timeout
+/// for each), and wait again as soon as a peer connects.
+struct Patient {
+    bitswap: Bitswap,
+    /// A fetch failed with no peer connected, and none has connected since.
+    stranded: AtomicBool,
+}
+
+impl Patient {
+    fn new(bitswap: Bitswap) -> Patient {
+        Patient {
+            bitswap,
+            stranded: AtomicBool::new(false),
+        }
+    }
+}
 
 impl BlockSource for Patient {
     fn get_block(&self, cid: Cid, timeout: Duration) -> BoxFuture<'_, Result<Bytes, IpfsError>> {
-        BlockSource::get_block(&self.0, cid, timeout)
+        Box::pin(async move {
+            let connected = BlockSource::can_fetch(&self.bitswap);
+            if connected {
+                self.stranded.store(false, Ordering::Relaxed);
+            } else if self.stranded.load(Ordering::Relaxed) {
+                return Err(IpfsError::NoPeers { cid: Box::new(cid) });
+            }
+            let result = BlockSource::get_block(&self.bitswap, cid, timeout).await;
+            if result.is_err() && !BlockSource::can_fetch(&self.bitswap) {
+                self.stranded.store(true, Ordering::Relaxed);
+            }
+            result
+        })
     }
 }
 
@@ -299,8 +331,14 @@ impl Kept {
         static TEMPS: AtomicU64 = AtomicU64::new(0);
         let n = TEMPS.fetch_add(1, Ordering::Relaxed);
         let temp = self.dir.join(format!(".{cid}.{}.{n}", std::process::id()));
-        tokio::fs::write(&temp, bytes).await?;
-        tokio::fs::rename(&temp, self.dir.join(cid.to_string())).await
+        let kept = match tokio::fs::write(&temp, bytes).await {
+            Ok(()) => tokio::fs::rename(&temp, self.dir.join(cid.to_string())).await,
+            Err(e) => Err(e),
+        };
+        if kept.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        kept
     }
 }
 
@@ -353,9 +391,12 @@ fn background_fetch(
     let kept = blocks.dir.clone();
     tokio::spawn(async move {
         tokio::time::sleep(BACKGROUND_DELAY).await;
-        if !store.has_blob(&layer.digest) {
+        for attempt in 1..=BACKGROUND_ATTEMPTS {
+            if store.has_blob(&layer.digest) {
+                break;
+            }
             match BlobDownload::start(
-                blocks,
+                blocks.clone(),
                 store.clone(),
                 cid,
                 layer.digest.clone(),
@@ -367,14 +408,20 @@ fn background_fetch(
                     while !download.is_done() {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
-                    if store.has_blob(&layer.digest) {
-                        // the blob holds them now
-                        let _ = tokio::fs::remove_dir_all(&kept).await;
-                    }
                 }
                 Err(e) => {
                     tracing::warn!(layer = %layer.digest, error = %e, "background fetch failed")
                 }
+            }
+            if store.has_blob(&layer.digest) {
+                // the blob holds them now
+                let _ = tokio::fs::remove_dir_all(&kept).await;
+                break;
+            }
+            if attempt < BACKGROUND_ATTEMPTS {
+                let wait = BACKGROUND_RETRY * attempt;
+                tracing::info!(layer = %layer.digest, ?wait, "the background fetch will try again");
+                tokio::time::sleep(wait).await;
             }
         }
         let mut downloading = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
@@ -402,7 +449,8 @@ pub fn background_registry_pull(
     });
 }
 
-/// Unmounts the lazy layers of container `id` (they go once its overlay is gone).
+/// Unmounts the lazy layers of container `id` (they go once its overlay is gone); then, with
+/// no other layer mounted, drops the caches of the layers whose whole blob has arrived.
 pub fn release(root: &Path, id: &str) {
     let dir = lazy_dir(root).join("mnt").join(id);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -414,6 +462,7 @@ pub fn release(root: &Path, id: &str) {
         }
     }
     let _ = std::fs::remove_dir(&dir);
+    remove_caches(root, |_| false);
 }
 
 /// Lazily unmounts the lazy layers whose server died (a killed ferry) and removes their mount
@@ -424,21 +473,55 @@ pub fn sweep(root: &Path) {
         tracing::info!(mountpoint = %point.display(), "removed a stale lazy mount");
     }
     // With no layer mounted, the chunks of layers whose whole blob has arrived are not needed.
-    // TODO: `image prune` should also drop the chunks of layers no image refers to any more.
+    remove_caches(root, |_| false);
+}
+
+/// Removes the caches of the layers no stored image refers to (`layers` are those that one
+/// does) and of those whose whole blob is here, when no lazy layer is mounted (image removal
+/// and `image prune`); returns the bytes removed.
+pub fn drop_caches(root: &Path, layers: &HashSet<Digest>) -> u64 {
+    remove_caches(root, |digest| !layers.contains(digest))
+}
+
+/// With no lazy layer mounted on `root`, removes the cache of every layer whose blob is here
+/// or that `unused` says is not needed; returns the bytes removed.
+fn remove_caches(root: &Path, unused: impl Fn(&Digest) -> bool) -> u64 {
+    let dir = lazy_dir(root);
     if !ferry_lazy::fs::mounts_under(&dir).is_empty() {
-        return;
+        return 0;
     }
     let Ok(entries) = std::fs::read_dir(dir.join("cache")) else {
-        return;
+        return 0;
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Ok(digest) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() else {
             continue;
         };
         // the store's blob path (ferry-content keeps blobs as blobs/sha256/HEX)
-        if root.join("blobs/sha256").join(digest.hex()).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let complete = root.join("blobs/sha256").join(digest.hex()).exists();
+        if complete || unused(&digest) {
+            let size = disk_usage(&entry.path());
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed += size,
+                Err(e) => tracing::warn!(layer = %digest, error = %e, "cannot remove a lazy cache"),
+            }
         }
     }
+    removed
+}
+
+/// Bytes of the files under `dir` (a cache: chunk files and one directory of blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }

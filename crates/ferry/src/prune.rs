@@ -63,6 +63,8 @@ pub fn containers_using(root: &Path) -> Vec<ContainerUse> {
 pub struct Collected {
     pub report: GcReport,
     pub snapshots: Vec<String>,
+    /// Bytes of lazy-pulling caches removed.
+    pub lazy_bytes: u64,
 }
 
 /// Removes the blobs, CID-index rows and snapshots that no image name, pin or kept container
@@ -81,9 +83,18 @@ pub fn collect_garbage(ctx: &Context) -> Result<Collected> {
     keep.extend(mounted_snapshots(&ctx.root));
     let tops = ctx.store.list_images()?.into_iter().map(|i| i.target);
     let container_tops = roots.iter().filter_map(|d| descriptor_of(&ctx.store, d));
+    let mut layers = HashSet::new();
     for top in tops.chain(container_tops) {
         keep.extend(chain_ids(&ctx.store, &top));
+        let manifests = stored_manifests(&ctx.store, &top);
+        layers.extend(
+            manifests
+                .into_iter()
+                .flat_map(|m| m.layers)
+                .map(|l| l.digest),
+        );
     }
+    let lazy_bytes = crate::lazy::drop_caches(&ctx.root, &layers);
     let mut snapshots = Vec::new();
     for id in snapshotter.committed().map_err(|e| anyhow!(e))? {
         if !keep.contains(&id) {
@@ -95,7 +106,11 @@ pub fn collect_garbage(ctx: &Context) -> Result<Collected> {
         }
     }
     drop(held);
-    Ok(Collected { report, snapshots })
+    Ok(Collected {
+        report,
+        snapshots,
+        lazy_bytes,
+    })
 }
 
 /// A descriptor for a stored manifest or index known only by digest.
@@ -114,8 +129,8 @@ fn descriptor_of(store: &Store, digest: &Digest) -> Option<Descriptor> {
     ))
 }
 
-/// The chain IDs of every stored manifest of an image (all platforms that are here).
-fn chain_ids(store: &Store, top: &Descriptor) -> Vec<String> {
+/// Every stored manifest of an image (all platforms that are here).
+fn stored_manifests(store: &Store, top: &Descriptor) -> Vec<Manifest> {
     let mut out = Vec::new();
     let mut todo = vec![top.clone()];
     while let Some(d) = todo.pop() {
@@ -126,11 +141,17 @@ fn chain_ids(store: &Store, top: &Descriptor) -> Vec<String> {
             if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
                 todo.extend(index.manifests);
             }
-            continue;
+        } else if let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) {
+            out.push(manifest);
         }
-        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
-            continue;
-        };
+    }
+    out
+}
+
+/// The chain IDs of every stored manifest of an image (all platforms that are here).
+fn chain_ids(store: &Store, top: &Descriptor) -> Vec<String> {
+    let mut out = Vec::new();
+    for manifest in stored_manifests(store, top) {
         let config = store.read_blob(&manifest.config.digest).ok();
         let Some(config) = config.and_then(|c| serde_json::from_slice::<ImageConfig>(&c).ok())
         else {
@@ -286,7 +307,7 @@ pub fn prune(ctx: &Context, args: &ImagePruneArgs) -> Result<()> {
     }
     outln!(
         "Total reclaimed space: {}",
-        human_size(collected.report.bytes())
+        human_size(collected.report.bytes() + collected.lazy_bytes)
     );
     Ok(())
 }

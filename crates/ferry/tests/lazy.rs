@@ -189,6 +189,11 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // the chunk cache goes with the image
+    let cache = b.path().join("lazy/cache").join(hex);
+    assert!(cache.exists());
+    let pruned = ok(ferry(b.path()).args(["image", "prune", "-a"]));
+    assert!(!cache.exists(), "{pruned}");
     drop(node_b);
 
     // from the registry, by HTTP Range requests: the layer is not fetched whole
@@ -256,6 +261,16 @@ fn lazy_runs_fetch_a_fraction_then_the_layer_and_fail_safely() {
     assert!(
         waited > Duration::from_secs(1) && waited < Duration::from_secs(20),
         "{waited:?}"
+    );
+    // while still no peer is connected, the next such read fails at once
+    let started = Instant::now();
+    let (code, _, stderr) = output(ferry(c.path()).args(["exec", &id, "cat", "/usr/bin/perlbug"]));
+    assert_eq!(stderr, "cat: /usr/bin/perlbug: Input/output error\n");
+    assert_eq!(code, 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
     );
 
     // stopped, the daemon keeps serving its layer, so it starts again from what was fetched
