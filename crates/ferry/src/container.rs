@@ -417,6 +417,8 @@ pub fn remove(root: &Path, record: &Record) -> Result<()> {
         .remove_active(&record.id, &dir.rootfs)
         .map_err(|e| anyhow!(e))
         .with_context(|| format!("remove the snapshot of container {}", record.id))?;
+    // the lazy layers the daemon kept for `start` go with the overlay over them
+    crate::lazy::release(root, &record.id);
     release_network(&record.id, &dir.bundle);
     release_name(root, &record.name, &record.id);
     std::fs::remove_dir_all(&dir.bundle).with_context(|| format!("remove {}", dir.bundle.display()))

@@ -352,6 +352,28 @@ fn an_image_ferry_pushed_as_estargz_runs_lazily_on_another_node() {
         "received {received} bytes of a {size}-byte image"
     );
     assert!(received > 0);
+
+    // a detached container's layer, which B's daemon serves: `rm -f` takes the mount with it
+    let id = ok(ferry(b.path()).args([
+        "run",
+        "-d",
+        "--net",
+        "none",
+        "--snapshotter=stargz",
+        &image,
+        "sleep",
+        "60",
+    ]))
+    .trim()
+    .to_string();
+    let _removed = RemoveOnDrop(b.path().to_path_buf(), id.clone());
+    assert_eq!(lazy_mounts(b.path()).len(), 1);
+    ok(ferry(b.path()).args(["rm", "-f", &id]));
+    assert!(
+        lazy_mounts(b.path()).is_empty(),
+        "{:?}",
+        lazy_mounts(b.path())
+    );
 }
 
 /// Force-removes a container (and so its mounts) when dropped, also when a test fails.
