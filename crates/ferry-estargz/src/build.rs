@@ -376,6 +376,16 @@ impl<W: Write> Writer<W> {
     fn finish(mut self) -> Result<Built, Error> {
         let toc_offset = self.close_member()?;
         let json = self.toc.to_json();
+        if json.len() as u64 > crate::MAX_TOC_SIZE {
+            // readers (ferry's and stargz-snapshotter's) refuse it: the layer could not be
+            // pulled lazily
+            return Err(Error::Options(format!(
+                "the TOC would be {} bytes, more than the {} a reader accepts: use a larger \
+                 chunk size",
+                json.len(),
+                crate::MAX_TOC_SIZE
+            )));
+        }
         self.write_plain(&plain_header(TOC_NAME, json.len() as u64)?)?;
         self.write_plain(&json)?;
         let pad = (512 - json.len() % 512) % 512 + 1024;

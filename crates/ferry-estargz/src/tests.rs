@@ -349,6 +349,33 @@ fn bad_options_and_non_tar_input_are_refused() {
 }
 
 #[test]
+fn a_toc_too_large_to_be_read_is_refused() {
+    // one-byte chunks: a TOC entry of ~200 bytes per byte of the file, more than readers take
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(300_000);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "big", &vec![1u8; 300_000][..])
+        .unwrap();
+    let opts = BuildOptions {
+        chunk_size: 1,
+        compression_level: 1,
+        ..BuildOptions::default()
+    };
+    let Err(err) = build(&b.into_inner().unwrap()[..], std::io::sink(), &opts) else {
+        panic!("a TOC over the readers' limit was built");
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with("invalid eStargz option: the TOC would be ")
+            && text.ends_with(
+                " bytes, more than the 52428800 a reader accepts: use a larger chunk size"
+            ),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_hardlink_cycle_among_prioritized_files_ends() {
     let mut b = tar::Builder::new(Vec::new());
     for (name, target) in [("a", "b"), ("b", "a")] {

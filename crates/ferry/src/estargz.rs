@@ -27,11 +27,11 @@ pub struct EstargzArgs {
     pub estargz_record_in: Option<PathBuf>,
     /// gzip level of the eStargz layers, 0 (store) to 9 (best).
     #[arg(long, value_name = "N", default_value_t = ferry_estargz::DEFAULT_COMPRESSION_LEVEL,
-          value_parser = clap::value_parser!(u32).range(0..=9))]
+          requires = "estargz", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub estargz_compression_level: u32,
     /// Bytes per chunk of a large file; each chunk is fetched and verified on its own.
     #[arg(long, value_name = "BYTES", default_value_t = ferry_estargz::DEFAULT_CHUNK_SIZE,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          requires = "estargz", value_parser = clap::value_parser!(u64).range(1..))]
     pub estargz_chunk_size: u64,
 }
 
@@ -76,6 +76,14 @@ pub async fn convert(ctx: &Context, args: &ConvertArgs) -> Result<()> {
     if !args.estargz.estargz {
         bail!("image convert: nothing to convert to: pass --estargz");
     }
+    let dst: ferry_oci::Reference = args.dst.parse()?;
+    if matches!(dst, ferry_oci::Reference::Ipfs(_)) {
+        bail!(
+            "image convert {}: an IPFS name is the image's CID; convert to a local name, then \
+             `ferry push ipfs://NAME`",
+            args.dst
+        );
+    }
     let image = find_image(&ctx.store, &args.src)?;
     if !args.oci && is_docker(&image.target) {
         tracing::warn!(
@@ -98,12 +106,7 @@ pub async fn convert(ctx: &Context, args: &ConvertArgs) -> Result<()> {
     )
     .await
     .with_context(|| format!("convert {}", args.src))?;
-    let name = args
-        .dst
-        .parse::<ferry_oci::Reference>()
-        .map(|r| r.image_name())
-        .unwrap_or_else(|_| args.dst.clone());
-    ctx.store.put_image(&name, &target)?;
+    ctx.store.put_image(&dst.image_name(), &target)?;
     outln!("{}", target.digest);
     Ok(())
 }

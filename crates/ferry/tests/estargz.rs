@@ -168,6 +168,37 @@ fn convert_refuses_a_missing_flag_and_bad_values() {
         stderr.trim(),
         "ferry: image nope:1 not found (see `ferry images`)"
     );
+    // the new name is checked as `tag` checks it, before any work
+    let (code, _, stderr) =
+        output(ferry(root.path()).args(["image", "convert", "--estargz", "nope:1", "Bad"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "ferry: invalid reference \"Bad\": repository must be lowercase letters, digits and \
+         separators"
+    );
+    let cid = "bafkreidqoh2ajno4aak4ceglhdqqz3cfgodsv6xrmtq7s2wook7qalyo4i";
+    let dst = format!("ipfs://{cid}");
+    let (code, _, stderr) =
+        output(ferry(root.path()).args(["image", "convert", "--estargz", "nope:1", &dst]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ferry: image convert {dst}: an IPFS name is the image's CID; convert to a local \
+             name, then `ferry push ipfs://NAME`"
+        )
+    );
+    // eStargz options without --estargz are a usage error, not ignored
+    let (code, _, stderr) =
+        output(ferry(root.path()).args(["push", "--estargz-chunk-size", "5", "ipfs://a"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with(
+            "error: the following required arguments were not provided:\n  --estargz\n"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
