@@ -33,6 +33,13 @@ pub enum Error {
         /// The block (boxed: a CID is 80 bytes).
         cid: Box<Cid>,
     },
+    /// A block is not here, and a fetch a moment ago waited its whole timeout in vain with
+    /// the peers that are connected now.
+    #[error("block {cid} is not here and no connected peer sent the last block asked of them")]
+    Stranded {
+        /// The block (boxed: a CID is 80 bytes).
+        cid: Box<Cid>,
+    },
     /// The node could not start.
     #[error("ipfs node: {0}")]
     Node(String),

@@ -1,6 +1,6 @@
 //! One lazily read layer: its tree, where its bytes come from, and its verified chunks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,9 @@ pub struct Layer {
     cache: PathBuf,
     /// One lock per chunk being fetched, so concurrent reads of a chunk fetch it once.
     fetching: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// Chunks whose cache file this layer wrote or checked against its digest: a file found in
+    /// the cache (kept from an earlier mount) is hashed again before its first use.
+    checked: Mutex<HashSet<Digest>>,
     temp_names: AtomicU64,
 }
 
@@ -48,6 +51,7 @@ impl Layer {
             source,
             cache,
             fetching: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashSet::new()),
             temp_names: AtomicU64::new(0),
         })
     }
@@ -100,7 +104,7 @@ impl Layer {
     /// The cache file of `chunk`, fetched and verified first when it is not there.
     async fn ensure(&self, chunk: &Chunk) -> Result<PathBuf, Error> {
         let path = self.cached(chunk);
-        if path.exists() {
+        if self.is_checked(chunk) {
             return Ok(path);
         }
         let lock = {
@@ -108,7 +112,7 @@ impl Layer {
             fetching.entry(chunk.digest.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        if path.exists() {
+        if self.is_checked(chunk) || self.check_cached(chunk, &path).await {
             return Ok(path);
         }
         let result = async {
@@ -131,6 +135,33 @@ impl Layer {
         result.map(|()| path)
     }
 
+    fn is_checked(&self, chunk: &Chunk) -> bool {
+        let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        checked.contains(&chunk.digest)
+    }
+
+    /// Whether the cache holds `chunk` with the right bytes (hashed again); a damaged file is
+    /// removed, to be fetched again.
+    async fn check_cached(&self, chunk: &Chunk, path: &Path) -> bool {
+        let owned = path.to_path_buf();
+        let hashed =
+            tokio::task::spawn_blocking(move || std::fs::read(&owned).map(|b| Digest::of(&b)))
+                .await;
+        match hashed {
+            Ok(Ok(digest)) if digest == chunk.digest => {
+                let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+                checked.insert(chunk.digest.clone());
+                true
+            }
+            Ok(Ok(_)) => {
+                tracing::warn!(path = %path.display(), "a cached chunk is damaged; fetching it again");
+                let _ = std::fs::remove_file(path);
+                false
+            }
+            _ => false,
+        }
+    }
+
     fn store(&self, chunk: &Chunk, data: &[u8]) -> Result<(), Error> {
         let n = self.temp_names.fetch_add(1, Ordering::Relaxed);
         let temp = self.cache.join(format!(
@@ -142,9 +173,15 @@ impl Layer {
         let stored = std::fs::write(&temp, data)
             .map_err(Error::io("write chunk", &temp))
             .and_then(|()| std::fs::rename(&temp, &path).map_err(Error::io("store chunk", &path)));
-        if stored.is_err() {
+        match &stored {
+            Ok(()) => {
+                let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+                checked.insert(chunk.digest.clone());
+            }
             // a full disk: leave no partial file behind
-            let _ = std::fs::remove_file(&temp);
+            Err(_) => {
+                let _ = std::fs::remove_file(&temp);
+            }
         }
         stored
     }

@@ -1,7 +1,7 @@
 //! A hand-made eStargz blob served through a real FUSE mount (root only): file bytes, a chunk
 //! whose bytes do not match its digest (EIO, never the wrong bytes), hardlinks, symlinks, and
 //! whiteouts that overlayfs honours when the mount is one of its lower directories; and the
-//! prefetch of prioritized files (no FUSE needed).
+//! prefetch of prioritized files and the check of chunks found in the cache (no FUSE needed).
 
 use std::io::Write;
 use std::ops::Range;
@@ -217,4 +217,49 @@ fn prioritized_files_are_fetched_at_prefetch_and_read_without_fetching() {
     let part = runtime.block_on(layer.read(big_ino, 199_990, 20)).unwrap();
     assert_eq!(part, &big[199_990..200_010]);
     assert!(source.fetched.load(Ordering::Relaxed) > after_prefetch);
+}
+
+#[test]
+fn a_damaged_chunk_in_the_cache_is_fetched_again_not_served() {
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 11) as u8).collect();
+    let (bytes, toc) = blob(&big, ".no.prefetch.landmark");
+    let source = Arc::new(Memory {
+        blob: bytes,
+        fetched: AtomicU64::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let open = || {
+        runtime
+            .block_on(Layer::open(source.clone(), &toc, cache.clone()))
+            .unwrap()
+    };
+    let layer = open();
+    let hello = layer.tree().find("etc/hello").unwrap().ino;
+    assert_eq!(
+        runtime.block_on(layer.read(hello, 0, 4096)).unwrap(),
+        b"hello world\n"
+    );
+    drop(layer);
+
+    // a later mount finds the chunk's file in the cache, damaged on disk
+    let file = cache.join(Digest::of(b"hello world\n").hex());
+    std::fs::write(&file, b"HELLO WORLD\n").unwrap();
+    let layer = open();
+    let before = source.fetched.load(Ordering::Relaxed);
+    assert_eq!(
+        runtime.block_on(layer.read(hello, 0, 4096)).unwrap(),
+        b"hello world\n"
+    );
+    assert!(source.fetched.load(Ordering::Relaxed) > before);
+    assert_eq!(std::fs::read(&file).unwrap(), b"hello world\n");
+    // an intact one is used as it is (opening fetches only the footer and the TOC)
+    let layer = open();
+    let before = source.fetched.load(Ordering::Relaxed);
+    assert_eq!(
+        runtime.block_on(layer.read(hello, 0, 4096)).unwrap(),
+        b"hello world\n"
+    );
+    assert_eq!(source.fetched.load(Ordering::Relaxed), before);
 }

@@ -16,9 +16,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
@@ -29,6 +29,7 @@ use ferry_distribution::BlobRanges;
 use ferry_ipfs::{BlobDownload, BlockSource, Error as IpfsError, Node, ReadOptions};
 use ferry_oci::{Descriptor, Digest};
 use futures::future::BoxFuture;
+use libp2p::PeerId;
 
 use crate::control::{Reply, Request};
 
@@ -213,7 +214,14 @@ pub async fn serve_layer(
         dir: kept,
         keep: false,
     });
-    background_fetch(store.clone(), whole, cid, layer.clone(), opts);
+    background_fetch(
+        root.to_path_buf(),
+        store.clone(),
+        whole,
+        cid,
+        layer.clone(),
+        opts,
+    );
     Ok(())
 }
 
@@ -278,20 +286,42 @@ impl ferry_lazy::ChunkSource for RegistrySource {
 
 /// Bitswap for a mounted layer: with no peer connected, a read waits (and asks again) for one
 /// to come back until its timeout is spent, instead of failing at once; then it is an I/O
-/// error for the reader. Once a read has failed that way, the next ones fail at once while
-/// still no peer is connected (a container reading thousands of files does not wait a timeout
-/// for each), and wait again as soon as a peer connects.
+/// error for the reader. Once a fetch has waited its whole timeout in vain (the peers that
+/// had the layer are gone, or those left lack it), the next ones fail at once, so a container
+/// reading thousands of files does not wait a timeout for each, until a new peer connects or
+/// [`STRANDED_FOR`] has passed (then one fetch waits again).
 struct Patient {
     bitswap: Bitswap,
-    /// A fetch failed with no peer connected, and none has connected since.
-    stranded: AtomicBool,
+    /// When a fetch last waited in vain, and the peers connected then.
+    stranded: Mutex<Option<(Instant, Vec<PeerId>)>>,
 }
+
+/// How long fetches fail at once after one waited its whole timeout in vain.
+const STRANDED_FOR: Duration = Duration::from_secs(30);
 
 impl Patient {
     fn new(bitswap: Bitswap) -> Patient {
         Patient {
             bitswap,
-            stranded: AtomicBool::new(false),
+            stranded: Mutex::new(None),
+        }
+    }
+
+    /// Whether a fetch now would wait in vain again: one did a moment ago and no peer has
+    /// connected since.
+    fn stranded(&self) -> bool {
+        let mut stranded = self.stranded.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.bitswap.peers();
+        match &*stranded {
+            Some((at, then))
+                if at.elapsed() < STRANDED_FOR && now.iter().all(|p| then.contains(p)) =>
+            {
+                true
+            }
+            _ => {
+                *stranded = None;
+                false
+            }
         }
     }
 }
@@ -299,15 +329,19 @@ impl Patient {
 impl BlockSource for Patient {
     fn get_block(&self, cid: Cid, timeout: Duration) -> BoxFuture<'_, Result<Bytes, IpfsError>> {
         Box::pin(async move {
-            let connected = BlockSource::can_fetch(&self.bitswap);
-            if connected {
-                self.stranded.store(false, Ordering::Relaxed);
-            } else if self.stranded.load(Ordering::Relaxed) {
-                return Err(IpfsError::NoPeers { cid: Box::new(cid) });
+            if self.stranded() {
+                return Err(IpfsError::Stranded { cid: Box::new(cid) });
             }
+            let started = Instant::now();
             let result = BlockSource::get_block(&self.bitswap, cid, timeout).await;
-            if result.is_err() && !BlockSource::can_fetch(&self.bitswap) {
-                self.stranded.store(true, Ordering::Relaxed);
+            let mut stranded = self.stranded.lock().unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Ok(_) => *stranded = None,
+                // a quick answer (every peer said it lacks the block) says nothing of the rest
+                Err(_) if started.elapsed() >= timeout.mul_f32(0.9) => {
+                    *stranded = Some((Instant::now(), self.bitswap.peers()));
+                }
+                Err(_) => {}
             }
             result
         })
@@ -371,8 +405,10 @@ impl BlockSource for Kept {
 static DOWNLOADING: Mutex<Option<HashSet<Digest>>> = Mutex::new(None);
 
 /// After [`BACKGROUND_DELAY`], fetches the whole layer into the store (verified against its
-/// digest and size, then kept like any pulled blob), once per layer and process.
+/// digest and size, then kept like any pulled blob), once per layer and process; then drops
+/// the layer's cache, unless a lazy layer is still mounted.
 fn background_fetch(
+    root: PathBuf,
     store: Arc<Store>,
     blocks: Arc<Kept>,
     cid: Cid,
@@ -414,8 +450,10 @@ fn background_fetch(
                 }
             }
             if store.has_blob(&layer.digest) {
-                // the blob holds them now
+                // the blob holds them now; and the chunks too, once the container is gone
                 let _ = tokio::fs::remove_dir_all(&kept).await;
+                let root = root.clone();
+                let _ = tokio::task::spawn_blocking(move || remove_caches(&root, |_| false)).await;
                 break;
             }
             if attempt < BACKGROUND_ATTEMPTS {
