@@ -29,7 +29,8 @@ pub struct EstargzArgs {
     #[arg(long, value_name = "N", default_value_t = ferry_estargz::DEFAULT_COMPRESSION_LEVEL,
           requires = "estargz", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub estargz_compression_level: u32,
-    /// Bytes per chunk of a large file; each chunk is fetched and verified on its own.
+    /// Bytes per chunk of a large file; each chunk is fetched and verified on its own. Tiny
+    /// chunks make a TOC larger than readers accept (50 MiB), which is refused.
     #[arg(long, value_name = "BYTES", default_value_t = ferry_estargz::DEFAULT_CHUNK_SIZE,
           requires = "estargz", value_parser = clap::value_parser!(u64).range(1..))]
     pub estargz_chunk_size: u64,

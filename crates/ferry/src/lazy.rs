@@ -38,8 +38,10 @@ use crate::control::{Reply, Request};
 const BACKGROUND_DELAY: Duration = Duration::from_secs(5);
 
 /// How many times the background fetch of a layer is tried (a peer that went away may come
-/// back), and the wait before the second try (it grows by as much for each further try).
+/// back).
 const BACKGROUND_ATTEMPTS: u32 = 5;
+/// The wait before the second try of a background fetch; it grows by as much for each further
+/// try.
 const BACKGROUND_RETRY: Duration = Duration::from_secs(30);
 
 /// Whether `layer` of an IPFS image is read lazily: an eStargz layer (it has the TOC digest
@@ -195,10 +197,13 @@ pub async fn serve_layer(
         retries: 2,
     };
     let network: Arc<dyn BlockSource> = Arc::new(Patient::new(bitswap));
-    let kept = cache_dir(root, layer).join("blocks");
+    let kept = Arc::new(KeptBlocks {
+        dir: cache_dir(root, layer).join("blocks"),
+        checked: Mutex::new(HashSet::new()),
+    });
     let reads = Arc::new(Kept {
         inner: network.clone(),
-        dir: kept.clone(),
+        blocks: kept.clone(),
         keep: true,
     });
     let source = Arc::new(ferry_lazy::IpfsSource::new(
@@ -211,7 +216,7 @@ pub async fn serve_layer(
     mount_source(root, source, layer, mountpoint).await?;
     let whole = Arc::new(Kept {
         inner: network,
-        dir: kept,
+        blocks: kept,
         keep: false,
     });
     background_fetch(
@@ -350,17 +355,33 @@ impl BlockSource for Patient {
 
 /// The blocks of a lazy layer that its reads fetched, kept in a directory (one file per block,
 /// named by its CID) so that the background fetch of the whole layer takes them from there
-/// instead of from the network again. A kept block is verified again when it is read back.
-struct Kept {
-    inner: Arc<dyn BlockSource>,
+/// instead of from the network again.
+struct KeptBlocks {
     dir: PathBuf,
-    /// Whether blocks fetched through this source are kept (the reads' source) or only looked
-    /// up (the background fetch's: its blocks go into the store).
-    keep: bool,
+    /// Blocks this process wrote or hashed again: a file left by an earlier mount is verified
+    /// before its first use, not at every read (small files share blocks).
+    checked: Mutex<HashSet<Cid>>,
 }
 
-impl Kept {
-    async fn keep(&self, cid: &Cid, bytes: &[u8]) -> std::io::Result<()> {
+impl KeptBlocks {
+    fn checked(&self) -> std::sync::MutexGuard<'_, HashSet<Cid>> {
+        self.checked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept block `cid`, if it is there and intact.
+    async fn get(&self, cid: &Cid) -> Option<Bytes> {
+        let bytes = tokio::fs::read(self.dir.join(cid.to_string())).await.ok()?;
+        if !self.checked().contains(cid) {
+            if ferry_unixfs::verify_block(cid, &bytes).is_err() {
+                tracing::warn!(%cid, "a kept block of a lazy layer is damaged; fetching it again");
+                return None;
+            }
+            self.checked().insert(*cid);
+        }
+        Some(Bytes::from(bytes))
+    }
+
+    async fn put(&self, cid: &Cid, bytes: &[u8]) -> std::io::Result<()> {
         tokio::fs::create_dir_all(&self.dir).await?;
         static TEMPS: AtomicU64 = AtomicU64::new(0);
         let n = TEMPS.fetch_add(1, Ordering::Relaxed);
@@ -369,25 +390,36 @@ impl Kept {
             Ok(()) => tokio::fs::rename(&temp, self.dir.join(cid.to_string())).await,
             Err(e) => Err(e),
         };
-        if kept.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
+        match kept {
+            Ok(()) => {
+                self.checked().insert(*cid);
+            }
+            Err(_) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+            }
         }
         kept
     }
 }
 
+/// A layer's blocks: the kept ones, else from the network.
+struct Kept {
+    inner: Arc<dyn BlockSource>,
+    blocks: Arc<KeptBlocks>,
+    /// Whether blocks fetched through this source are kept (the reads' source) or only looked
+    /// up (the background fetch's: its blocks go into the store).
+    keep: bool,
+}
+
 impl BlockSource for Kept {
     fn get_block(&self, cid: Cid, timeout: Duration) -> BoxFuture<'_, Result<Bytes, IpfsError>> {
         Box::pin(async move {
-            if let Ok(bytes) = tokio::fs::read(self.dir.join(cid.to_string())).await {
-                if ferry_unixfs::verify_block(&cid, &bytes).is_ok() {
-                    return Ok(Bytes::from(bytes));
-                }
-                tracing::warn!(%cid, "a kept block of a lazy layer is damaged; fetching it again");
+            if let Some(bytes) = self.blocks.get(&cid).await {
+                return Ok(bytes);
             }
             let bytes = self.inner.get_block(cid, timeout).await?;
             if self.keep {
-                if let Err(e) = self.keep(&cid, &bytes).await {
+                if let Err(e) = self.blocks.put(&cid, &bytes).await {
                     // only a cost: the background fetch asks the network for it again
                     tracing::debug!(%cid, error = %e, "cannot keep a block of a lazy layer");
                 }
@@ -424,7 +456,7 @@ fn background_fetch(
             return;
         }
     }
-    let kept = blocks.dir.clone();
+    let kept = blocks.blocks.dir.clone();
     tokio::spawn(async move {
         tokio::time::sleep(BACKGROUND_DELAY).await;
         for attempt in 1..=BACKGROUND_ATTEMPTS {

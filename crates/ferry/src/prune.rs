@@ -85,14 +85,10 @@ pub fn collect_garbage(ctx: &Context) -> Result<Collected> {
     let container_tops = roots.iter().filter_map(|d| descriptor_of(&ctx.store, d));
     let mut layers = HashSet::new();
     for top in tops.chain(container_tops) {
-        keep.extend(chain_ids(&ctx.store, &top));
-        let manifests = stored_manifests(&ctx.store, &top);
-        layers.extend(
-            manifests
-                .into_iter()
-                .flat_map(|m| m.layers)
-                .map(|l| l.digest),
-        );
+        for manifest in stored_manifests(&ctx.store, &top) {
+            keep.extend(chain_ids(&ctx.store, &manifest));
+            layers.extend(manifest.layers.into_iter().map(|l| l.digest));
+        }
     }
     let lazy_bytes = crate::lazy::drop_caches(&ctx.root, &layers);
     let mut snapshots = Vec::new();
@@ -148,21 +144,18 @@ fn stored_manifests(store: &Store, top: &Descriptor) -> Vec<Manifest> {
     out
 }
 
-/// The chain IDs of every stored manifest of an image (all platforms that are here).
-fn chain_ids(store: &Store, top: &Descriptor) -> Vec<String> {
+/// The chain IDs of a stored manifest's layers (none when its config is not here).
+fn chain_ids(store: &Store, manifest: &Manifest) -> Vec<String> {
+    let config = store.read_blob(&manifest.config.digest).ok();
+    let Some(config) = config.and_then(|c| serde_json::from_slice::<ImageConfig>(&c).ok()) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for manifest in stored_manifests(store, top) {
-        let config = store.read_blob(&manifest.config.digest).ok();
-        let Some(config) = config.and_then(|c| serde_json::from_slice::<ImageConfig>(&c).ok())
-        else {
-            continue;
-        };
-        let mut parent: Option<String> = None;
-        for diff_id in &config.rootfs.diff_ids {
-            let id = Snapshotter::chain_id(parent.as_deref(), &diff_id.to_string());
-            out.push(id.clone());
-            parent = Some(id);
-        }
+    let mut parent: Option<String> = None;
+    for diff_id in &config.rootfs.diff_ids {
+        let id = Snapshotter::chain_id(parent.as_deref(), &diff_id.to_string());
+        out.push(id.clone());
+        parent = Some(id);
     }
     out
 }
