@@ -20,6 +20,16 @@ struct Memory {
     fetched: AtomicU64,
 }
 
+impl Memory {
+    /// A source serving `blob`, counting the bytes fetched from it.
+    fn serving(blob: Vec<u8>) -> Arc<Self> {
+        Arc::new(Memory {
+            blob,
+            fetched: AtomicU64::new(0),
+        })
+    }
+}
+
 impl ChunkSource for Memory {
     fn size(&self) -> u64 {
         self.blob.len() as u64
@@ -100,10 +110,7 @@ fn a_layer_mounted_through_fuse_reads_right_and_refuses_a_bad_chunk() {
     }
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let (bytes, toc) = blob(&big, ".no.prefetch.landmark");
-    let source = Arc::new(Memory {
-        blob: bytes,
-        fetched: AtomicU64::new(0),
-    });
+    let source = Memory::serving(bytes);
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -187,10 +194,7 @@ fn check(mnt: &Path, dir: &Path, merged: &Path, big: &[u8]) {
 fn prioritized_files_are_fetched_at_prefetch_and_read_without_fetching() {
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
     let (bytes, toc) = blob(&big, ".prefetch.landmark");
-    let source = Arc::new(Memory {
-        blob: bytes,
-        fetched: AtomicU64::new(0),
-    });
+    let source = Memory::serving(bytes);
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let layer = runtime
@@ -223,10 +227,7 @@ fn prioritized_files_are_fetched_at_prefetch_and_read_without_fetching() {
 fn a_damaged_chunk_in_the_cache_is_fetched_again_not_served() {
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 11) as u8).collect();
     let (bytes, toc) = blob(&big, ".no.prefetch.landmark");
-    let source = Arc::new(Memory {
-        blob: bytes,
-        fetched: AtomicU64::new(0),
-    });
+    let source = Memory::serving(bytes);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let runtime = tokio::runtime::Runtime::new().unwrap();
