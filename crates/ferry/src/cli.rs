@@ -126,7 +126,8 @@ pub struct NetArgs {
     /// to the `peers` of ROOT/config.json. When a daemon runs on this root, it dials the peer.
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<Multiaddr>,
-    /// How long to wait for any one block before giving up (e.g. 30s, 5m).
+    /// How long to wait for any one block before giving up (e.g. 30s, 5m). With no daemon on
+    /// this root, a command none of whose peers can be reached gives up after 10 s at most.
     #[arg(long, default_value = "3m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
     /// The private network key (kubo's swarm.key format); default: ROOT/swarm.key if present.

@@ -59,7 +59,7 @@ pub async fn pull_ipfs_platform(
         block_timeout(net, dialed),
         &progress,
     );
-    let result = node.routed(pull).await.map_err(anyhow::Error::from);
+    let result = while_a_peer_may_come(&node, dialed, net, node.routed(pull)).await;
     progress.finish();
     finish(node, dialed, result).await
 }
@@ -104,7 +104,7 @@ pub async fn pull_ipfs_lazy(
         &progress,
         &leave_out,
     );
-    let result = node.routed(pull).await.map_err(anyhow::Error::from);
+    let result = while_a_peer_may_come(&node, dialed, net, node.routed(pull)).await;
     progress.finish();
     match result {
         Ok(_) => Ok(Some(node)),
@@ -135,11 +135,9 @@ pub async fn fetch_file(ctx: &Context, cid: Cid, net: &NetArgs) -> Result<Digest
         block_timeout(net, dialed),
         &|_| {},
     );
-    let result = node
-        .routed(fetch)
+    let result = while_a_peer_may_come(&node, dialed, net, node.routed(fetch))
         .await
-        .map(|(digest, _)| digest)
-        .map_err(anyhow::Error::from);
+        .map(|(digest, _)| digest);
     finish(node, dialed, result).await
 }
 
@@ -246,6 +244,35 @@ fn block_timeout(net: &NetArgs, dialed: usize) -> Duration {
         LOCAL_ONLY_TIMEOUT
     } else {
         net.timeout
+    }
+}
+
+/// How long a command's own node waits for its first peer before its fetch gives up: a dial
+/// that is refused or reaches no host ends well within this, and with no peer nothing arrives.
+const FIRST_PEER_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `fetch` on a command's own node, which dialed `dialed` addresses: what is stored here
+/// is read at once, but when no peer has connected after [`FIRST_PEER_WAIT`] (or the user's
+/// shorter `--timeout`) the fetch gives up instead of waiting its whole block timeout.
+async fn while_a_peer_may_come<T, E>(
+    node: &Node,
+    dialed: usize,
+    net: &NetArgs,
+    fetch: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    let wait = FIRST_PEER_WAIT.min(net.timeout);
+    let no_peer = async {
+        if dialed == 0 || node.wait_for_peers(wait).await > 0 {
+            // the block timeout rules from here on
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = fetch => Ok(result?),
+        () = no_peer => bail!("no peer answered within {wait:?}"),
     }
 }
 

@@ -91,24 +91,21 @@ fn pull_fails_cleanly_when_a_is_gone_and_succeeds_when_it_is_back() {
     let (addr, port) = (daemon.addr.clone(), daemon.port());
     drop(daemon);
 
+    // with the default block timeout (3 minutes): a peer that refuses ends the wait sooner
     let started = std::time::Instant::now();
-    let (code, stdout, stderr) = output(ferry(b.path()).args([
-        "pull",
-        "--timeout",
-        "3s",
-        "--peer",
-        &addr,
-        &format!("ipfs://{cid}"),
-    ]));
+    let (code, stdout, stderr) =
+        output(ferry(b.path()).args(["pull", "--peer", &addr, &format!("ipfs://{cid}")]));
     assert_eq!(code, 1, "stderr: {stderr}");
     assert!(stdout.is_empty());
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
-        "the failure took too long"
+        "the failure took {:?}",
+        started.elapsed()
     );
     let last = stderr.lines().last().unwrap();
     assert!(
-        last.starts_with(&format!("ferry: pull {cid}: no peer connected")),
+        last.starts_with(&format!("ferry: pull {cid}: no peer connected"))
+            && last.ends_with("no peer answered within 10s"),
         "{stderr}"
     );
     assert!(
