@@ -228,7 +228,7 @@ pub struct TagArgs {
 /// `ferry images`.
 #[derive(Args)]
 pub struct ImagesArgs {
-    /// Print only image names.
+    /// Print only image IDs (one per name, as docker does), e.g. for `ferry rmi $(ferry images -q)`.
     #[arg(short, long)]
     pub quiet: bool,
     /// Show the full digest of each image (the manifest or index digest).

@@ -323,7 +323,9 @@ fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
     }
     let images = ctx.store.list_images()?;
     if args.quiet {
-        images.iter().for_each(|i| outln!("{}", i.name));
+        images
+            .iter()
+            .for_each(|i| outln!("{}", i.target.digest.short()));
         return Ok(());
     }
     let now = chrono::Utc::now();

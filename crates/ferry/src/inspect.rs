@@ -22,7 +22,7 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
         vec![["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"].map(String::from)];
     for image in ctx.store.list_images()? {
         if args.quiet {
-            outln!("{}", image.name);
+            outln!("{}", image.target.digest.short());
             continue;
         }
         let (created, size) = summary(&ctx.store, &image.target).unwrap_or((None, 0));

@@ -359,8 +359,8 @@ fn assert_refused(root: &Path, key: &str, want: &str) {
     assert_eq!(code, 1, "stdout: {stdout}");
     assert!(stderr.contains(want), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    let images = ok(ferry(root).args(["images", "-q"]));
-    assert!(!images.contains("dec"), "{images}");
+    let (code, _, stderr) = output(ferry(root).args(["image", "inspect", "dec"]));
+    assert_eq!(code, 1, "an image named dec was left: {stderr}");
     let plain = &busybox_layers()[0][7..];
     assert!(
         !common::blobs(root).iter().any(|b| b == plain),

@@ -88,6 +88,11 @@ fn rmi_refuses_an_image_a_kept_container_uses_unless_forced() {
         )
     );
     assert_eq!(blobs(root.path()).len(), 3);
+    // as docker's: the image ID (12 hex digits of the manifest digest), which rmi takes too
+    assert_eq!(
+        ok(ferry(root.path()).args(["images", "-q"])),
+        format!("{}\n", &want.manifest[..12])
+    );
 
     // forced, the name goes; the content stays while the container is there (as docker keeps
     // a forcibly removed image that a container uses)

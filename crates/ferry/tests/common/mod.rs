@@ -177,6 +177,22 @@ pub fn blobs(root: &Path) -> Vec<String> {
     names
 }
 
+/// The names of the images in `root`, in `ferry images` order (from its JSON lines: the
+/// repository, and `:TAG` when there is a tag).
+pub fn image_names(root: &Path) -> Vec<String> {
+    let json = ok(ferry(root).args(["images", "--format", "json"]));
+    json.lines()
+        .map(|line| {
+            let image: serde_json::Value = serde_json::from_str(line).unwrap();
+            let repository = image["Repository"].as_str().unwrap();
+            match image["Tag"].as_str().unwrap() {
+                "<none>" => repository.to_string(),
+                tag => format!("{repository}:{tag}"),
+            }
+        })
+        .collect()
+}
+
 /// The sha256 of a file as `sha256sum` prints it (an implementation other than ferry's).
 pub fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum")
