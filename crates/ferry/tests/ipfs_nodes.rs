@@ -73,7 +73,7 @@ fn pull_on_b_gets_blobs_identical_to_a() {
             "blob {name}"
         );
     }
-    assert_eq!(image_names(b.path()), [cid.clone()]);
+    assert_eq!(image_names(b.path()), std::slice::from_ref(&cid));
     // B now holds the image as A did: pushing it there gives the same CID
     assert_eq!(
         ok(ferry(b.path()).args(["push", "-q", &format!("ipfs://{cid}")])).trim(),
