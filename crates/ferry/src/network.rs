@@ -272,7 +272,7 @@ where
     };
     tokio::select! {
         result = fetch => Ok(result?),
-        () = no_peer => bail!("no peer answered within {wait:?}"),
+        () = no_peer => bail!("gave up after {wait:?}"),
     }
 }
 

@@ -104,7 +104,7 @@ fn pull_fails_cleanly_when_a_is_gone_and_succeeds_when_it_is_back() {
     let last = stderr.lines().last().unwrap();
     assert!(
         last.starts_with(&format!("ferry: pull {cid}: no peer connected"))
-            && last.ends_with("no peer answered within 10s"),
+            && last.ends_with("): gave up after 10s"),
         "{stderr}"
     );
     assert!(
