@@ -318,16 +318,10 @@ pub fn resolve_manifest(
 }
 
 fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
-    if args.digests || args.format != "table" {
+    if args.quiet || args.digests || args.format != "table" {
         return crate::inspect::images(ctx, args);
     }
     let images = ctx.store.list_images()?;
-    if args.quiet {
-        images
-            .iter()
-            .for_each(|i| outln!("{}", i.target.digest.short()));
-        return Ok(());
-    }
     let now = chrono::Utc::now();
     let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from)];
     for image in images {

@@ -10,7 +10,7 @@ use crate::commands::{find_image, print_table, split_name, summary};
 use crate::context::Context;
 use crate::output::{ago, human_size};
 
-/// `ferry images --digests` and `--format json`.
+/// `ferry images -q`, `--digests` and `--format json`.
 pub fn images(ctx: &Context, args: &ImagesArgs) -> Result<()> {
     let json = match args.format.as_str() {
         "json" => true,

@@ -41,22 +41,6 @@ fn busybox() -> Busybox {
     }
 }
 
-/// `ferry images --digests --format json` as (name, digest) pairs.
-fn images(root: &Path) -> Vec<(String, String)> {
-    ok(ferry(root).args(["images", "--format", "json"]))
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let name = format!(
-                "{}:{}",
-                v["Repository"].as_str().unwrap(),
-                v["Tag"].as_str().unwrap()
-            );
-            (name, v["Digest"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
 /// The manifest skopeo wrote into the OCI layout `dir` (its only index entry) and the layer
 /// digests it names.
 fn layout_manifest(dir: &Path) -> (String, Vec<String>) {
@@ -100,7 +84,7 @@ fn save_then_load_into_a_fresh_root_keeps_the_image_digest() {
         let out = ok(ferry(fresh.path()).args(["load", "-i"]).arg(&archive));
         assert_eq!(out, format!("Loaded image: {name}\n"));
         assert_eq!(
-            images(fresh.path()),
+            common::listed_images(ferry(fresh.path())),
             vec![(name.clone(), want.manifest.clone())]
         );
     }
@@ -121,7 +105,10 @@ fn save_then_load_into_a_fresh_root_keeps_the_image_digest() {
         .unwrap();
     assert!(saved.wait().unwrap().success());
     assert!(loaded.status.success(), "{loaded:?}");
-    assert_eq!(images(fresh.path()), vec![(name, want.manifest)]);
+    assert_eq!(
+        common::listed_images(ferry(fresh.path())),
+        vec![(name, want.manifest)]
+    );
 }
 
 #[test]

@@ -326,19 +326,11 @@ impl Client {
 
     /// The digest `ferry images --digests` shows for `name`.
     fn digest_of(&self, name: &str) -> String {
-        let out = ok(self.ferry().args(["images", "--format", "json"]));
-        for line in out.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let full = format!(
-                "{}:{}",
-                v["Repository"].as_str().unwrap(),
-                v["Tag"].as_str().unwrap()
-            );
-            if full == name {
-                return v["Digest"].as_str().unwrap().to_string();
-            }
-        }
-        panic!("{name} not in ferry images: {out}");
+        let images = common::listed_images(self.ferry());
+        let found = images.iter().find(|(listed, _)| listed == name);
+        found
+            .map(|(_, digest)| digest.clone())
+            .unwrap_or_else(|| panic!("{name} not in ferry images: {images:?}"))
     }
 }
 

@@ -177,19 +177,29 @@ pub fn blobs(root: &Path) -> Vec<String> {
     names
 }
 
-/// The names of the images in `root`, in `ferry images` order (from its JSON lines: the
-/// repository, and `:TAG` when there is a tag).
-pub fn image_names(root: &Path) -> Vec<String> {
-    let json = ok(ferry(root).args(["images", "--format", "json"]));
+/// The images that `ferry` (a command for some root) lists, in `ferry images` order, as
+/// (name, digest) pairs read from `images --format json`: the name is the repository, with
+/// `:TAG` when there is a tag.
+pub fn listed_images(mut ferry: Command) -> Vec<(String, String)> {
+    let json = ok(ferry.args(["images", "--format", "json"]));
     json.lines()
         .map(|line| {
             let image: serde_json::Value = serde_json::from_str(line).unwrap();
             let repository = image["Repository"].as_str().unwrap();
-            match image["Tag"].as_str().unwrap() {
+            let name = match image["Tag"].as_str().unwrap() {
                 "<none>" => repository.to_string(),
                 tag => format!("{repository}:{tag}"),
-            }
+            };
+            (name, image["Digest"].as_str().unwrap().to_string())
         })
+        .collect()
+}
+
+/// The names of the images in `root`, in `ferry images` order.
+pub fn image_names(root: &Path) -> Vec<String> {
+    listed_images(ferry(root))
+        .into_iter()
+        .map(|(name, _)| name)
         .collect()
 }
 
